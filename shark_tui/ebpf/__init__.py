@@ -1,0 +1,1 @@
+"""eBPF TLS plaintext capture (BCC). Imported only where used."""

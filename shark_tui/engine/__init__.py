@@ -1,0 +1,1 @@
+"""Capture, reassembly, storage, queries and the daemon. Never imports textual."""
