@@ -1,0 +1,3 @@
+from shark_tui.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,201 @@
+"""The command line (DESIGN.md's contract). Exit codes: 0 ok, 2 usage or bad input, 1 other."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import IO, Any, NoReturn
+
+from shark_tui import __version__
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input or flags: one line on stderr, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def parse_size(text: str) -> int:
+    """``64K``, ``2M``, ``1G`` or a byte count."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().removesuffix("b").removesuffix("i")
+    try:
+        if t and t[-1] in units:
+            return int(float(t[:-1]) * units[t[-1]])
+        return int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 64K, 2M)") from None
+
+
+def parse_decode(text: str) -> tuple[int, str]:
+    from shark_tui.proto.infer import DECODABLE
+
+    port, sep, proto = text.partition("=")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected PORT=PROTO, got {text!r}")
+    if proto not in DECODABLE:
+        raise argparse.ArgumentTypeError(
+            f"unknown protocol {proto!r} (one of {', '.join(DECODABLE)})"
+        )
+    return int(port), proto
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="shark-tui", description="API calls between pods, in the terminal.")
+    parser.add_argument("--version", action="version", version=f"shark-tui {__version__}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    d = sub.add_parser("dissect", help="print the API calls in a capture file")
+    d.add_argument("file", help="a pcap or pcapng file, or - for stdin")
+    d.add_argument("--json", action="store_true", help="one JSON entry per line")
+    d.add_argument("--filter", default="", metavar="EXPR", help="only entries matching EXPR")
+    d.add_argument(
+        "--decode",
+        action="append",
+        type=parse_decode,
+        default=[],
+        metavar="PORT=PROTO",
+        help="dissect connections on PORT as PROTO, whatever their first bytes say",
+    )
+    d.add_argument(
+        "--max-body",
+        type=parse_size,
+        default=64 * 1024,
+        metavar="SIZE",
+        help="body bytes kept per message (default 64K)",
+    )
+    d.add_argument("--stats", action="store_true", help="print counters to stderr at the end")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {"dissect": cmd_dissect}
+    try:
+        return handlers[args.command](args)
+    except UsageError as exc:
+        print(f"shark-tui: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): not an error of ours.
+        with contextlib.suppress(OSError):
+            sys.stdout = open("/dev/null", "w")  # noqa: SIM115 - silence the flush at exit
+        return EXIT_OK
+
+
+def _open_input(path: str) -> IO[bytes]:
+    if path == "-":
+        return sys.stdin.buffer
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror or exc}") from None
+
+
+def cmd_dissect(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from shark_tui.engine.capfile import CaptureFile, CaptureFormatError
+    from shark_tui.engine.dissect import Dissection
+    from shark_tui.engine.filter import FilterError, compile_filter
+
+    try:
+        flt = compile_filter(args.filter)
+    except FilterError as exc:
+        raise UsageError(f"--filter: {exc}") from None
+
+    out = sys.stdout.buffer
+    if args.json:
+        encode = msgspec.json.Encoder().encode
+
+        def emit(entry: dict[str, Any]) -> None:
+            out.write(encode(entry))
+            out.write(b"\n")
+
+    else:
+
+        def emit(entry: dict[str, Any]) -> None:
+            out.write(format_row(entry).encode())
+
+    pushdown = getattr(flt, "pushdown", None)
+    flow_filter = None
+    if pushdown is not None and args.filter.strip():
+
+        def flow_filter(ip0: str, p0: int, ip1: str, p1: int) -> bool:
+            return bool(
+                pushdown.flow_may_match(None, ip0, p0, ip1, p1)
+                or pushdown.flow_may_match(None, ip1, p1, ip0, p0)
+            )
+
+    dissection = Dissection(
+        emit,
+        entry_filter=flt if args.filter.strip() else None,
+        flow_filter=flow_filter,
+        decode_ports=dict(args.decode),
+        body_cap=args.max_body,
+    )
+    f = _open_input(args.file)
+    try:
+        capture = CaptureFile(f)
+        try:
+            dissection.run(capture, capture.interfaces)
+        except CaptureFormatError as exc:
+            raise UsageError(f"{args.file}: {exc}") from None
+    finally:
+        if f is not sys.stdin.buffer:
+            f.close()
+    out.flush()
+    if capture.warning:
+        print(f"shark-tui: warning: {args.file}: {capture.warning}", file=sys.stderr)
+    if args.stats:
+        import json
+
+        counters = {
+            "dissect": dissection.stats,
+            "tcp": dissection.table.stats,
+            "packet": dissection.decoder.stats,
+        }
+        print(json.dumps(counters), file=sys.stderr)
+    return EXIT_OK
+
+
+def format_row(entry: dict[str, Any]) -> str:
+    """One readable line of the table ``dissect`` prints without ``--json``."""
+
+    def end(e: dict[str, Any]) -> str:
+        if e.get("pod"):
+            return f"{e['ns']}/{e['pod']}" if e.get("ns") else str(e["pod"])
+        ip = e["ip"]
+        return f"[{ip}]:{e['port']}" if ":" in ip else f"{ip}:{e['port']}"
+
+    t = time.strftime("%H:%M:%S", time.localtime(entry["ts"]))
+    ms = int((entry["ts"] % 1) * 1000)
+    lat = entry.get("latency_ms")
+    status = entry.get("status")
+    cols = [
+        f"{t}.{ms:03d}",
+        f"{entry['id']:>8}",
+        f"{end(entry['src'])} → {end(entry['dst'])}",
+        f"{entry['proto']:<7}",
+        f"{entry.get('method') or '-':<7}",
+        entry.get("summary") or "",
+        "-" if status is None else str(status),
+        "-" if lat is None else f"{lat:.1f}ms",
+    ]
+    if entry.get("error"):
+        cols.append(f"[{entry['error']}]")
+    return "  ".join(cols) + "\n"

@@ -1,0 +1,186 @@
+"""Capture file in, entries out: the pipeline behind ``shark-tui dissect``.
+
+packets (capfile) -> TCP segments (packet) -> connections and in-order bytes (tcp) ->
+dissectors (proto) -> exchanges -> entries (DESIGN.md's schema) -> filter -> ``ts`` order.
+
+Entries leave in ``ts`` order: each is held until no connection can still produce an earlier
+one (the oldest pending exchange of any connection is the watermark).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from shark_tui.engine.packet import PacketDecoder, format_ip
+from shark_tui.engine.tcp import Flow, FlowTable
+from shark_tui.proto.base import (
+    CLIENT,
+    SERVER,
+    Desynced,
+    Dissector,
+    Event,
+    Exchange,
+    ExchangeCompleted,
+    Truncated,
+)
+from shark_tui.proto.http1.dissector import Http1Dissector
+from shark_tui.proto.tcp import TcpDissector
+
+Entry = dict[str, Any]
+EntrySink = Callable[[Entry], None]
+
+#: Capture seconds between sweeps (expiring exchanges, forgetting closed connections).
+SWEEP_INTERVAL = 5.0
+#: Entries held for ordering before the watermark is recomputed early.
+HOLD_RECHECK = 50_000
+#: Entries held at most; past it the oldest go out even if an earlier one may still come.
+MAX_HOLD = 500_000
+#: Default cap on the body bytes kept per message.
+DEFAULT_BODY_CAP = 64 * 1024
+
+
+class EntryBuilder:
+    """Turns a connection's exchanges into entries with their identity and endpoints."""
+
+    def __init__(self) -> None:
+        self._endpoints: dict[tuple[bytes, int], dict[str, Any]] = {}
+
+    def _endpoint(self, ip: bytes, port: int) -> dict[str, Any]:
+        return {"ip": format_ip(ip), "port": port, "pod": None, "ns": None}
+
+    def build(self, flow: Flow, ex: Exchange) -> Entry:
+        flow.n += 1
+        cip, cport = flow.endpoint(CLIENT)
+        sip, sport = flow.endpoint(SERVER)
+        entry: Entry = {
+            "id": f"{flow.num}:{flow.n}",
+            "proto": ex.proto,
+            "src": self._endpoint(cip, cport),
+            "dst": self._endpoint(sip, sport),
+            "ts": ex.ts,
+            "latency_ms": ex.latency_ms,
+            "method": ex.method,
+            "summary": ex.summary,
+            "status": ex.status,
+            "request_size": ex.request_size,
+            "response_size": ex.response_size,
+            "tls": False,
+            "request": ex.request,
+            "response": ex.response,
+            "error": ex.error,
+        }
+        if ex.extra:
+            entry.update(ex.extra)
+        return entry
+
+
+def make_dissector_factory(body_cap: int) -> Callable[[str, bool, float], Dissector]:
+    def make(proto: str, midstream: bool, start_ts: float) -> Dissector:
+        if proto == "http":
+            return Http1Dissector(midstream=midstream, body_cap=body_cap)
+        return TcpDissector(start_ts=start_ts, guess=None if proto == "tcp" else proto)
+
+    return make
+
+
+class Dissection:
+    """One run over a capture. ``out`` receives entries in ``ts`` order."""
+
+    def __init__(
+        self,
+        out: EntrySink,
+        *,
+        entry_filter: Callable[[Entry], bool] | None = None,
+        flow_filter: Callable[[str, int, str, int], bool] | None = None,
+        decode_ports: dict[int, str] | None = None,
+        body_cap: int = DEFAULT_BODY_CAP,
+    ) -> None:
+        self._out = out
+        self._filter = entry_filter
+        self._flow_filter = flow_filter
+        self._builder = EntryBuilder()
+        self._held: list[tuple[float, int, Entry]] = []
+        self._order = 0
+        self.decoder = PacketDecoder()
+        self.table = FlowTable(
+            make_dissector_factory(body_cap),
+            self._on_events,
+            decode_ports=decode_ports,
+            select=self._select if flow_filter is not None else None,
+        )
+        self.stats: dict[str, int] = dict.fromkeys(
+            (
+                "packets",
+                "entries",
+                "entries_filtered_out",
+                "desyncs",
+                "truncations",
+                "forced_order",
+            ),
+            0,
+        )
+
+    def _select(self, flow: Flow) -> bool:
+        assert self._flow_filter is not None
+        a0, p0, a1, p1 = flow.addr
+        return self._flow_filter(format_ip(a0), p0, format_ip(a1), p1)
+
+    def _on_events(self, flow: Flow, events: list[Event]) -> None:
+        for ev in events:
+            if isinstance(ev, ExchangeCompleted):
+                entry = self._builder.build(flow, ev.exchange)
+                if self._filter is not None and not self._filter(entry):
+                    self.stats["entries_filtered_out"] += 1
+                    continue
+                self._order += 1
+                heapq.heappush(self._held, (entry["ts"], self._order, entry))
+            elif isinstance(ev, Desynced):
+                self.stats["desyncs"] += 1
+            elif isinstance(ev, Truncated):
+                self.stats["truncations"] += 1
+
+    def _release(self, watermark: float | None) -> None:
+        held, out = self._held, self._out
+        while held and (watermark is None or held[0][0] < watermark):
+            self.stats["entries"] += 1
+            out(heapq.heappop(held)[2])
+        while len(held) > MAX_HOLD:
+            self.stats["forced_order"] += 1
+            self.stats["entries"] += 1
+            out(heapq.heappop(held)[2])
+
+    def run(self, packets: Iterable[tuple[int, int, bytes, int]], interfaces: list[Any]) -> None:
+        """Dissect ``packets`` ((ts_ns, iface, data, orig_len) tuples).
+
+        ``interfaces[iface].linktype`` gives each packet's link type; the list may grow while
+        ``packets`` is consumed (a pcapng interface block in mid-file).
+        """
+        decode = self.decoder.decode
+        segment = self.table.segment
+        table = self.table
+        next_sweep = None
+        recheck = HOLD_RECHECK
+        count = 0
+        ts = 0.0
+        for ts_ns, iface, data, _orig_len in packets:
+            count += 1
+            seg = decode(interfaces[iface].linktype, data, ts_ns)
+            if seg is None:
+                continue
+            ts = ts_ns / 1e9
+            src, sport, dst, dport, seq, ack, flags, _win, payload = seg
+            segment(ts, src, sport, dst, dport, seq, ack, flags, payload)
+            if next_sweep is None:
+                next_sweep = ts + SWEEP_INTERVAL
+            elif ts >= next_sweep or len(self._held) > recheck:
+                if ts >= next_sweep:
+                    table.sweep(ts)
+                    next_sweep = ts + SWEEP_INTERVAL
+                oldest = table.oldest_pending()
+                self._release(ts if oldest is None else min(oldest, ts))
+                recheck = len(self._held) + HOLD_RECHECK
+        self.stats["packets"] += count
+        table.finish()
+        self._release(None)

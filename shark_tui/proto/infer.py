@@ -1,0 +1,107 @@
+"""Protocol inference from the first bytes of a direction, never from ports alone.
+
+``guess(data)`` looks at the start of one direction's first payload and says which protocol it
+is and whether the bytes were sent by the client (a request) or the server (a reply). Ports are
+hints the engine may use only when the bytes of both directions say nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from typing import NamedTuple
+
+from shark_tui.proto.base import CLIENT, SERVER
+
+#: Every protocol name an entry can carry, in the TUI's toggle order (keys 1–8).
+PROTOCOLS = ("http", "http2", "grpc", "graphql", "amqp", "kafka", "redis", "tcp")
+#: Names ``--decode PORT=PROTO`` accepts (grpc/graphql are recognised on top of HTTP).
+DECODABLE = ("http", "http2", "amqp", "kafka", "redis", "tcp")
+
+
+class Guess(NamedTuple):
+    proto: str
+    #: CLIENT when these bytes are a request (their sender is the client), SERVER for a reply.
+    role: int
+    #: How sure: 2 = a magic string or a full request line, 1 = plausible.
+    strength: int
+
+
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_AMQP_HEADER = b"AMQP"
+_HTTP_METHODS = frozenset(
+    b"GET HEAD POST PUT DELETE CONNECT OPTIONS TRACE PATCH PROPFIND PROPPATCH MKCOL COPY MOVE "
+    b"LOCK UNLOCK REPORT SEARCH PURGE".split()
+)
+_REQUEST_LINE = re.compile(rb"([A-Z]{3,10}) (\S{1,8192}) HTTP/1\.[01]\r?\n")
+_STATUS_LINE = re.compile(rb"HTTP/1\.[01] [1-5][0-9][0-9][ \r\n]")
+_RESP_ARRAY = re.compile(rb"\*[1-9][0-9]{0,6}\r\n\$[0-9]{1,9}\r\n")
+_RESP_REPLY_TYPES = frozenset(b"+-:$*%_,#=(!|~>")
+_KAFKA_HEAD = struct.Struct(">iHHih")
+#: Highest Kafka API key we consider plausible (the protocol defines ~75 today).
+_KAFKA_MAX_API_KEY = 100
+
+
+def guess(data: bytes) -> Guess | None:
+    """What protocol ``data`` (the start of one direction) is, or None when it cannot tell."""
+    if len(data) < 4:
+        return None
+    head = data[:4]
+    if data.startswith(HTTP2_PREFACE[: min(len(data), len(HTTP2_PREFACE))]) and len(data) >= 16:
+        return Guess("http2", CLIENT, 2)
+    if head == _AMQP_HEADER:
+        return Guess("amqp", CLIENT, 2)
+    if head == b"HTTP" and _STATUS_LINE.match(data):
+        return Guess("http", SERVER, 2)
+    space = data.find(b" ", 0, 12)
+    if space > 0 and data[:space] in _HTTP_METHODS:
+        strength = 2 if _REQUEST_LINE.match(data) else 1
+        return Guess("http", CLIENT, strength)
+    if data[0] == 0x16 and data[1] == 0x03 and data[2] <= 0x04:
+        if len(data) > 5 and data[5] == 1:
+            return Guess("tls", CLIENT, 2)
+        return Guess("tls", SERVER, 1)
+    if _RESP_ARRAY.match(data):
+        return Guess("redis", CLIENT, 2)
+    if _looks_like_kafka_request(data):
+        return Guess("kafka", CLIENT, 1)
+    if _looks_like_amqp_frame(data):
+        return Guess("amqp", SERVER, 1)
+    if _looks_like_http2_settings(data):
+        return Guess("http2", SERVER, 1)
+    if data[0] in _RESP_REPLY_TYPES and data.find(b"\r\n", 1, 512) > 0 and data.endswith(b"\r\n"):
+        return Guess("redis", SERVER, 1)
+    return None
+
+
+def _looks_like_kafka_request(data: bytes) -> bool:
+    if len(data) < 14:
+        return False
+    size, api_key, api_version, _corr, client_len = _KAFKA_HEAD.unpack_from(data)
+    if not 10 <= size <= 100 * 1024 * 1024 or api_key > _KAFKA_MAX_API_KEY or api_version > 30:
+        return False
+    if client_len < -1 or client_len > 512 or 14 + max(client_len, 0) > size + 4:
+        return False
+    if client_len > 0:
+        client_id = data[14 : 14 + client_len]
+        if len(client_id) == client_len and not all(32 <= b < 127 for b in client_id):
+            return False
+    return True
+
+
+def _looks_like_amqp_frame(data: bytes) -> bool:
+    # A server's first frame: METHOD (1), channel 0, connection.start (class 10, method 10).
+    start = b"\0\x0a\0\x0a"
+    return len(data) >= 11 and data[0] == 1 and data[1:3] == b"\0\0" and data[7:11] == start
+
+
+def _looks_like_http2_settings(data: bytes) -> bool:
+    # A server's first frame is SETTINGS (type 4) on stream 0 with a length multiple of 6.
+    if len(data) < 9:
+        return False
+    length = int.from_bytes(data[:3], "big")
+    return data[3] == 4 and data[5:9] == b"\0\0\0\0" and length % 6 == 0 and length <= 16384
+
+
+#: Well-known ports, consulted only when the bytes of both directions said nothing.
+PORT_HINTS = {80: "http", 8080: "http", 6379: "redis", 5672: "amqp", 9092: "kafka"}
