@@ -370,7 +370,9 @@ class FlowTable:
         if proto is None:
             if not force:
                 return
-            hint = PORT_HINTS.get(port1) or PORT_HINTS.get(port0)
+            # Ports hint only when the start was not captured: from a start, bytes that match
+            # nothing are not that protocol, whatever the port says.
+            hint = None if flow.syn_seen else PORT_HINTS.get(port1) or PORT_HINTS.get(port0)
             proto = hint or "tcp"
         if flow.client < 0:
             flow.client = _client_by_ports(port0, port1)

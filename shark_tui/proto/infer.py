@@ -63,12 +63,12 @@ def guess(data: bytes) -> Guess | None:
         return Guess("tls", SERVER, 1)
     if _RESP_ARRAY.match(data):
         return Guess("redis", CLIENT, 2)
-    if _looks_like_kafka_request(data):
-        return Guess("kafka", CLIENT, 1)
-    if _looks_like_amqp_frame(data):
-        return Guess("amqp", SERVER, 1)
     if _looks_like_http2_settings(data):
         return Guess("http2", SERVER, 1)
+    if _looks_like_amqp_frame(data):
+        return Guess("amqp", SERVER, 1)
+    if _looks_like_kafka_request(data):
+        return Guess("kafka", CLIENT, 1)
     if data[0] in _RESP_REPLY_TYPES and data.find(b"\r\n", 1, 512) > 0 and data.endswith(b"\r\n"):
         return Guess("redis", SERVER, 1)
     return None
