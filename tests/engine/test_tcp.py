@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import ClassVar
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,7 +19,7 @@ C_PORT, S_PORT = 40000, 8080
 class Recorder:
     """A dissector that writes down what it was given (the interface, not a stand-in server)."""
 
-    instances: list[Recorder] = []
+    instances: ClassVar[list[Recorder]] = []
 
     def __init__(self, proto: str, midstream: bool, start_ts: float) -> None:
         self.proto = proto
@@ -119,7 +120,8 @@ def test_out_of_order_retransmit_and_overlap_deliver_the_same_bytes() -> None:
 def test_lost_segment_is_a_gap_once_the_peer_acknowledges_past_it() -> None:
     t, c = table(), Conn()
     segs = [*c.handshake(), c.seg(CLIENT, REQ)]
-    seg1, lost, seg3 = c.seg(SERVER, RESP[:10]), c.seg(SERVER, RESP[10:20]), c.seg(SERVER, RESP[20:])
+    seg1, lost = c.seg(SERVER, RESP[:10]), c.seg(SERVER, RESP[10:20])
+    seg3 = c.seg(SERVER, RESP[20:])
     run(t, [*segs, seg1, seg3])
     (r,) = Recorder.instances
     assert bytes(r.data[SERVER]) == RESP[:10]  # held: the hole may still be filled
@@ -207,7 +209,8 @@ def test_reordering_and_duplication_never_change_the_bytes(seed: int, cuts: list
     segs = c.handshake()
     data_segs, pos = [], 0
     for n in cuts:
-        data_segs.append(c.seg(CLIENT, REQ + body[pos : pos + n] if pos == 0 else body[pos : pos + n]))
+        piece = body[pos : pos + n]
+        data_segs.append(c.seg(CLIENT, REQ + piece if pos == 0 else piece))
         pos += n
     shuffled = data_segs[:]
     for i in range(len(shuffled) - 1):  # local swaps: reordering within a small window
