@@ -60,7 +60,7 @@ class EntryBuilder:
             "src": self._endpoint(cip, cport),
             "dst": self._endpoint(sip, sport),
             "ts": ex.ts,
-            "latency_ms": ex.latency_ms,
+            "latency_ms": None if ex.latency_ms is None else round(ex.latency_ms, 3),
             "method": ex.method,
             "summary": ex.summary,
             "status": ex.status,
@@ -80,7 +80,8 @@ def make_dissector_factory(body_cap: int) -> Callable[[str, bool, float], Dissec
     def make(proto: str, midstream: bool, start_ts: float) -> Dissector:
         if proto == "http":
             return Http1Dissector(midstream=midstream, body_cap=body_cap)
-        return TcpDissector(start_ts=start_ts, guess=None if proto == "tcp" else proto)
+        guess = None if proto == "tcp" else proto
+        return TcpDissector(start_ts=start_ts, guess=guess, midstream=midstream)
 
     return make
 

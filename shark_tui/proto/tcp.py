@@ -17,8 +17,13 @@ FIRST_BYTES = 64
 class TcpDissector:
     """Counts; emits one exchange when the connection ends."""
 
-    def __init__(self, *, start_ts: float, guess: str | None = None) -> None:
+    def __init__(
+        self, *, start_ts: float, guess: str | None = None, midstream: bool = False
+    ) -> None:
         self._start = start_ts
+        # A connection seen neither opening nor carrying a byte (only its closing packets) has
+        # nothing to show: it is not an entry.
+        self._midstream = midstream
         self._guess = guess
         self._sizes = [0, 0]
         self._gaps = [0, 0]
@@ -44,6 +49,8 @@ class TcpDissector:
             return []
         self._done = True
         c, s = self._sizes
+        if self._midstream and not c and not s:
+            return []
         halves = []
         for d in (CLIENT, 1 - CLIENT):
             body, encoding = render_bytes(self._first[d])

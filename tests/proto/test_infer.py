@@ -36,8 +36,14 @@ def test_first_bytes_name_the_protocol_and_the_sender(data: bytes, proto: str, r
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"GE", b"SSH-2.0-OpenSSH_9.2\r\n", b"\x00\x01\x02\x03\x04\x05", b"hello world\n",
-     b"GETX / HTTP/1.1\r\n"],  # fmt: skip
+    [
+        b"",
+        b"GE",
+        b"SSH-2.0-OpenSSH_9.2\r\n",
+        b"\x00\x01\x02\x03\x04\x05",
+        b"hello world\n",
+        b"GETX / HTTP/1.1\r\n",
+    ],
 )
 def test_unknown_bytes_are_not_guessed(data: bytes) -> None:
     assert guess(data) is None
