@@ -225,6 +225,8 @@ def matching(text: str) -> set[str]:
         ("dst.ns == data", {"http", "redis", "kafka"}),
         ("dst.pod == null", {"http2", "grpc", "tcp"}),
         ("id == 3:0", {"http"}),
+        ('summary == "/api/users?id=3"', {"http"}),  # '=' needs quotes
+        ("summary == '/api/users?id=3' and ip == 10.1.9.9", {"http"}),
         ("id ~ ^8:", {"kafka"}),
     ],
 )
