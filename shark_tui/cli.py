@@ -131,15 +131,14 @@ def cmd_dissect(args: argparse.Namespace) -> int:
         def emit(entry: dict[str, Any]) -> None:
             out.write(format_row(entry).encode())
 
-    pushdown = getattr(flt, "pushdown", None)
+    pushdown = flt.pushdown
     flow_filter = None
-    if pushdown is not None and args.filter.strip():
+    if pushdown.selective:
+        # Address and port predicates rule whole connections out before any dissection. The
+        # protocol is not known yet here (and --decode may override it): pass None.
 
         def flow_filter(ip0: str, p0: int, ip1: str, p1: int) -> bool:
-            return bool(
-                pushdown.flow_may_match(None, ip0, p0, ip1, p1)
-                or pushdown.flow_may_match(None, ip1, p1, ip0, p0)
-            )
+            return pushdown.flow_may_match(None, ip0, p0, ip1, p1)
 
     dissection = Dissection(
         emit,
