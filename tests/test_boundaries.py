@@ -50,12 +50,12 @@ def imported_modules(source: str, module: str) -> list[tuple[int, str]]:
 
 
 def violations(source: str, module: str, forbidden: set[str]) -> list[str]:
-    bad = []
+    bad: dict[int, str] = {}
     for line, name in imported_modules(source, module):
         for f in forbidden:
-            if name == f or name.startswith(f + "."):
-                bad.append(f"{module}:{line} imports {name}")
-    return bad
+            if (name == f or name.startswith(f + ".")) and line not in bad:
+                bad[line] = f"{module}:{line} imports {name}"
+    return list(bad.values())
 
 
 def _modules(sub: str) -> list[tuple[str, Path]]:
@@ -79,9 +79,13 @@ def test_layer_imports(sub: str) -> None:
 
 
 def test_checker_catches_violations() -> None:
-    src = "import socket\nfrom shark_tui.engine import tcp\nfrom ..widgets import x\nimport zlib\n"
+    src = (
+        "import socket\nfrom shark_tui.engine import tcp\nfrom ...widgets import x\n"
+        "import zlib\nfrom ..base import CLIENT\n"
+    )
     bad = violations(src, "shark_tui.proto.http1.dissector", FORBIDDEN["proto"])
-    assert len(bad) == 2, bad
+    names = [b.split(" imports ")[1] for b in bad]
+    assert names == ["socket", "shark_tui.engine", "shark_tui.widgets"]
     bad = violations("from .. import widgets\n", "shark_tui.engine.dissect", FORBIDDEN["engine"])
     assert bad == ["shark_tui.engine.dissect:1 imports shark_tui.widgets"]
 
