@@ -671,9 +671,12 @@ class Http1Dissector:
         ts: float,
         wire: int,
         out: list[Event],
+        *,
+        partial: bool = False,
     ) -> None:
         method, target, version = line
         msg = _Message(ts, version.decode("ascii"), headers, wire)
+        msg.truncated = partial
         msg.method = method.decode("ascii")
         msg.target = _text(target)
         msg.host = found.get("host")
@@ -685,6 +688,9 @@ class Http1Dissector:
         self._enqueue(pair, out)
         side.pair = pair
         side.msg = msg
+        if partial:
+            self._end_message(side, out)
+            return
         te = found.get("transfer-encoding")
         if te is not None and "chunked" in te.lower():
             side.state = _CHUNK_SIZE
@@ -705,10 +711,13 @@ class Http1Dissector:
         ts: float,
         wire: int,
         out: list[Event],
+        *,
+        partial: bool = False,
     ) -> bool:
         """Begin a response; returns True when a paused client must resume."""
         version, status_b, reason = line
         msg = _Message(ts, version.decode("ascii"), headers, wire)
+        msg.truncated = partial
         status = int(status_b)
         msg.status = status
         msg.reason = _text(reason) if reason else ""
@@ -730,6 +739,9 @@ class Http1Dissector:
         pair.resp = msg
         pair.answered = True
         side.msg = msg
+        if partial:
+            self._end_message(side, out)
+            return self._sides[CLIENT].state == _PAUSED and self._paused_for is pair
         connect = req is not None and req.method == "CONNECT"
         if status == 101 or (connect and 200 <= status < 300):
             self._upgrade(side, pair, msg, connect, out)
@@ -872,6 +884,40 @@ class Http1Dissector:
                     out.append(Truncated(direction=side.direction, what="held bytes", dropped=over))
                 side.held_dropped += over
 
+    def _partial_head(self, side: _Side, out: list[Event]) -> None:
+        """A head cut by a gap or a close: keep its start line and complete header lines.
+
+        The message is emitted as ``truncated`` (a snaplen-cut first packet still shows its
+        status); its body framing is unknown, so the direction then resynchronises.
+        """
+        buf = side.buf
+        n = len(buf)
+        pos = 0
+        while pos < n and (buf[pos] == 13 or buf[pos] == 10):
+            pos += 1
+        nl = buf.find(b"\n", pos, pos + MAX_START_LINE + 1)
+        if nl < 0:
+            return
+        is_client = side.direction == CLIENT
+        line = (_REQUEST_LINE if is_client else _STATUS_LINE).fullmatch(buf, pos, nl)
+        if line is None:
+            return
+        last = buf.rfind(b"\n", nl + 1, pos + MAX_HEADER_BYTES)
+        headers, found = self._headers(bytes(buf[nl + 1 : last]) if last > nl else b"")
+        wire = n - pos
+        side.head_scan = 0
+        self.stats["truncated_messages"] += 1
+        if is_client:
+            self._start_request(
+                side, line.groups(), headers, found, side.res_ts, wire, out, partial=True
+            )
+        else:
+            if self._start_response(
+                side, line.groups(), headers, found, side.res_ts, wire, out, partial=True
+            ):
+                self._resume(self._sides[CLIENT], out)
+        buf.clear()
+
     def _gap(self, side: _Side, size: int, out: list[Event]) -> None:
         st = side.state
         msg = side.msg
@@ -894,6 +940,8 @@ class Http1Dissector:
             if not size:
                 return
         # Lost bytes outside a body: the framing is gone.
+        if st == _HEAD and side.buf:
+            self._partial_head(side, out)
         if side.buf:
             self.stats["skipped_bytes"] += len(side.buf)
             side.skipped += len(side.buf)
@@ -916,7 +964,9 @@ class Http1Dissector:
             side.msg.truncated = True
             self._end_message(side, out)
         elif side.buf and st == _HEAD:
-            side.episode = side.episode or "closed inside a message head"
+            self._partial_head(side, out)
+            if side.buf:
+                side.episode = side.episode or "closed inside a message head"
         if side.buf:
             self.stats["skipped_bytes"] += len(side.buf)
             side.skipped += len(side.buf)
