@@ -119,17 +119,24 @@ def cmd_dissect(args: argparse.Namespace) -> int:
         raise UsageError(f"--filter: {exc}") from None
 
     out = sys.stdout.buffer
+    buf = bytearray()
     if args.json:
-        encode = msgspec.json.Encoder().encode
+        encode_into = msgspec.json.Encoder().encode_into
 
         def emit(entry: dict[str, Any]) -> None:
-            out.write(encode(entry))
-            out.write(b"\n")
+            encode_into(entry, buf, -1)
+            buf.extend(b"\n")
+            if len(buf) > 1 << 20:
+                out.write(buf)
+                buf.clear()
 
     else:
 
         def emit(entry: dict[str, Any]) -> None:
-            out.write(format_row(entry).encode())
+            buf.extend(format_row(entry).encode())
+            if len(buf) > 1 << 16:
+                out.write(buf)
+                buf.clear()
 
     pushdown = flt.pushdown
     flow_filter = None
@@ -157,6 +164,7 @@ def cmd_dissect(args: argparse.Namespace) -> int:
     finally:
         if f is not sys.stdin.buffer:
             f.close()
+        out.write(buf)
     out.flush()
     if capture.warning:
         print(f"shark-tui: warning: {args.file}: {capture.warning}", file=sys.stderr)
