@@ -34,7 +34,7 @@ EntrySink = Callable[[Entry], None]
 #: Capture seconds between sweeps (expiring exchanges, forgetting closed connections).
 SWEEP_INTERVAL = 5.0
 #: Entries held for ordering before the watermark is recomputed early.
-HOLD_RECHECK = 50_000
+HOLD_RECHECK = 2_000
 #: Entries held at most; past it the oldest go out even if an earlier one may still come.
 MAX_HOLD = 500_000
 #: Default cap on the body bytes kept per message.
