@@ -204,7 +204,7 @@ class FlowTable:
             other = flow.halves[side ^ 1]
             if other.next is not None and (other.acked is None or _rel(ack, other.acked) > 0):
                 other.acked = ack
-                if other.ooo:
+                if other.ooo or (other.fin is not None and not other.closed):
                     self._resolve_holes(flow, side ^ 1, ts)
 
         if payload and flow.selected:
@@ -288,6 +288,29 @@ class FlowTable:
             if _rel(first, half.next) <= 0 or _rel(half.acked, first) < 0:
                 break
             self._skip_hole(flow, side, ts)
+        if (
+            not half.ooo
+            and half.fin is not None
+            and half.acked is not None
+            and _rel(half.acked, half.fin) > 0
+        ):
+            self._skip_to_end(flow, side, ts)
+
+    def _skip_to_end(self, flow: Flow, side: int, ts: float) -> None:
+        """Bytes before the FIN (or acknowledged) that were never captured: a gap, then close."""
+        half = flow.halves[side]
+        if half.next is None or half.closed:
+            return
+        end = half.fin if half.fin is not None else half.acked
+        if end is not None:
+            size = _rel(end, half.next)
+            if size > 0:
+                self.stats["gaps"] += 1
+                self.stats["gap_bytes"] += size
+                self._gap(flow, side, size, ts)
+                half.next = end
+        if half.fin is not None:
+            self._close_half(flow, side, ts)
 
     def _skip_hole(self, flow: Flow, side: int, ts: float) -> None:
         """Declare the bytes before the earliest buffered segment lost, then drain."""
@@ -415,6 +438,11 @@ class FlowTable:
             half = flow.halves[side]
             while half.ooo:
                 self._skip_hole(flow, side, ts)
+            if flow.closed_at is not None:
+                return  # the flush closed both halves, which ended the flow
+            self._skip_to_end(flow, side, ts)
+            if flow.closed_at is not None:
+                return
         if flow.selected:
             if flow.dissector is None:
                 self._decide(flow, 0, None, force=True)

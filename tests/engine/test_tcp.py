@@ -224,3 +224,24 @@ def test_reordering_and_duplication_never_change_the_bytes(seed: int, cuts: list
     (r,) = Recorder.instances
     assert bytes(r.data[CLIENT]) == REQ + body
     assert not [op for op in r.ops if op[0] == "gap"]
+
+
+def test_lost_last_segment_before_fin_is_a_gap() -> None:
+    """No segment follows the hole (only the FIN): the FIN's sequence number sizes it."""
+    t, c = table(), Conn()
+    segs = [*c.handshake(), c.seg(CLIENT, REQ), c.seg(SERVER, RESP[:20])]
+    c.seg(SERVER, RESP[20:])  # lost
+    run(t, [*segs, c.seg(SERVER, flags=FIN | ACK), c.seg(CLIENT, flags=FIN | ACK)])
+    (r,) = Recorder.instances
+    assert ("gap", SERVER, len(RESP) - 20) in r.ops
+    assert sorted(r.closed) == [CLIENT, SERVER] and r.finished
+
+
+def test_lost_tail_acknowledged_is_a_gap_at_the_end() -> None:
+    t, c = table(), Conn()
+    segs = [*c.handshake(), c.seg(CLIENT, REQ), c.seg(SERVER, RESP[:20])]
+    c.seg(SERVER, RESP[20:])  # lost, then acknowledged
+    run(t, [*segs, c.seg(CLIENT)])
+    t.finish()
+    (r,) = Recorder.instances
+    assert r.ops[-1] == ("gap", SERVER, len(RESP) - 20) and r.finished
