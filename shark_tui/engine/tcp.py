@@ -385,7 +385,12 @@ class FlowTable:
         if proto is not None and flow.client < 0:
             flow.client = 0 if port1 in self._decode_ports else 1
         if proto is None and data is not None:
-            g = guess(data)
+            # The start of this direction so far (a first segment may be a single byte), and
+            # for a connection joined mid-way, this segment alone (it may start a message).
+            start = b"".join(a for op, s, a, _ in flow.undecided if op == _FEED and s == side)
+            g = guess(start[:4096])
+            if g is None and not flow.syn_seen and len(start) > len(data):
+                g = guess(data)
             if g is not None:
                 proto = g.proto
                 if flow.client < 0:
