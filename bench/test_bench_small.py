@@ -13,7 +13,7 @@ from bench import bench_dissect, mkcapture
 @pytest.fixture(scope="module")
 def small_capture():  # type: ignore[no-untyped-def]
     if os.geteuid() != 0:
-        pytest.skip("recording the seed needs root (unshare -n)")
+        pytest.fail("recording the seed needs root (unshare -n): run the suite as root")
     for tool in ("tshark", "tcpdump", "nginx", "unshare"):
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is missing: run scripts/setup")
