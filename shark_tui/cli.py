@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import IO, Any, NoReturn
+from typing import Any, NoReturn
 
 from shark_tui import __version__
 
@@ -73,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="body bytes kept per message (default 64K)",
     )
     d.add_argument("--stats", action="store_true", help="print counters to stderr at the end")
+    d.add_argument(
+        "--jobs",
+        type=int,
+        default=min(os.cpu_count() or 1, 4),
+        metavar="N",
+        help="worker processes for a file (default: one per core, at most 4; stdin uses one)",
+    )
     return parser
 
 
@@ -97,46 +105,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
 
 
-def _open_input(path: str) -> IO[bytes]:
-    if path == "-":
-        return sys.stdin.buffer
-    try:
-        return open(path, "rb")
-    except OSError as exc:
-        raise UsageError(f"{path}: {exc.strerror or exc}") from None
-
-
 def cmd_dissect(args: argparse.Namespace) -> int:
     import msgspec
 
-    from shark_tui.engine.capfile import CaptureFile, CaptureFormatError
+    from shark_tui.engine.capfile import CaptureFormatError
     from shark_tui.engine.dissect import Dissection
     from shark_tui.engine.filter import FilterError, compile_filter
+    from shark_tui.engine.parallel import WorkerFailed, dissect_file
 
     try:
         flt = compile_filter(args.filter)
     except FilterError as exc:
         raise UsageError(f"--filter: {exc}") from None
 
-    out = sys.stdout.buffer
-    buf = bytearray()
     if args.json:
-        encode_into = msgspec.json.Encoder().encode_into
+        encode = msgspec.json.Encoder().encode
 
-        def emit(entry: dict[str, Any]) -> None:
-            encode_into(entry, buf, -1)
-            buf.extend(b"\n")
-            if len(buf) > 1 << 20:
-                out.write(buf)
-                buf.clear()
+        def render(entry: dict[str, Any]) -> bytes:
+            return encode(entry) + b"\n"
 
     else:
 
-        def emit(entry: dict[str, Any]) -> None:
-            buf.extend(format_row(entry).encode())
-            if len(buf) > 1 << 16:
-                out.write(buf)
-                buf.clear()
+        def render(entry: dict[str, Any]) -> bytes:
+            return format_row(entry).encode()
 
     pushdown = flt.pushdown
     flow_filter = None
@@ -147,35 +138,35 @@ def cmd_dissect(args: argparse.Namespace) -> int:
         def flow_filter(ip0: str, p0: int, ip1: str, p1: int) -> bool:
             return pushdown.flow_may_match(None, ip0, p0, ip1, p1)
 
-    dissection = Dissection(
-        emit,
-        entry_filter=flt if args.filter.strip() else None,
-        flow_filter=flow_filter,
-        decode_ports=dict(args.decode),
-        body_cap=args.max_body,
-    )
-    f = _open_input(args.file)
-    try:
-        capture = CaptureFile(f)
+    def make() -> Dissection:
+        return Dissection(
+            lambda entry: None,
+            entry_filter=flt if args.filter.strip() else None,
+            flow_filter=flow_filter,
+            decode_ports=dict(args.decode),
+            body_cap=args.max_body,
+        )
+
+    if args.file != "-":
         try:
-            dissection.run(capture, capture.interfaces)
-        except CaptureFormatError as exc:
-            raise UsageError(f"{args.file}: {exc}") from None
-    finally:
-        if f is not sys.stdin.buffer:
-            f.close()
-        out.write(buf)
+            open(args.file, "rb").close()
+        except OSError as exc:
+            raise UsageError(f"{args.file}: {exc.strerror or exc}") from None
+    jobs = 1 if args.file == "-" else args.jobs
+    out = sys.stdout.buffer
+    try:
+        warning, counters = dissect_file(args.file, jobs, make, render, out)
+    except CaptureFormatError as exc:
+        raise UsageError(f"{args.file}: {exc}") from None
+    except WorkerFailed as exc:
+        print(f"shark-tui: dissect failed: {exc}", file=sys.stderr)
+        return EXIT_FAIL
     out.flush()
-    if capture.warning:
-        print(f"shark-tui: warning: {args.file}: {capture.warning}", file=sys.stderr)
+    if warning:
+        print(f"shark-tui: warning: {args.file}: {warning}", file=sys.stderr)
     if args.stats:
         import json
 
-        counters = {
-            "dissect": dissection.stats,
-            "tcp": dissection.table.stats,
-            "packet": dissection.decoder.stats,
-        }
         print(json.dumps(counters), file=sys.stderr)
     return EXIT_OK
 

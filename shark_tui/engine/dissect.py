@@ -98,18 +98,20 @@ class Dissection:
         decode_ports: dict[int, str] | None = None,
         body_cap: int = DEFAULT_BODY_CAP,
     ) -> None:
-        self._out = out
+        self.out = out  # where entries go, in order (settable)
         self._filter = entry_filter
         self._flow_filter = flow_filter
         self._builder = EntryBuilder()
-        self._held: list[tuple[float, int, Entry]] = []
-        self._order = 0
+        # (ts, flow, n, entry): ties in ts go by flow number, then exchange number, so that the
+        # order is the same however the work is split (see `dissect_parallel`).
+        self._held: list[tuple[float, int, int, Entry]] = []
+        self.partition: tuple[int, int] | None = None  # (index, count): the flows to dissect
         self.decoder = PacketDecoder()
         self.table = FlowTable(
             make_dissector_factory(body_cap),
             self._on_events,
             decode_ports=decode_ports,
-            select=self._select if flow_filter is not None else None,
+            select=self._select,
         )
         self.stats: dict[str, int] = dict.fromkeys(
             (
@@ -124,7 +126,10 @@ class Dissection:
         )
 
     def _select(self, flow: Flow) -> bool:
-        assert self._flow_filter is not None
+        if self.partition is not None and flow.num % self.partition[1] != self.partition[0]:
+            return False
+        if self._flow_filter is None:
+            return True
         a0, p0, a1, p1 = flow.addr
         return self._flow_filter(format_ip(a0), p0, format_ip(a1), p1)
 
@@ -135,22 +140,21 @@ class Dissection:
                 if self._filter is not None and not self._filter(entry):
                     self.stats["entries_filtered_out"] += 1
                     continue
-                self._order += 1
-                heapq.heappush(self._held, (entry["ts"], self._order, entry))
+                heapq.heappush(self._held, (entry["ts"], flow.num, flow.n, entry))
             elif isinstance(ev, Desynced):
                 self.stats["desyncs"] += 1
             elif isinstance(ev, Truncated):
                 self.stats["truncations"] += 1
 
     def _release(self, watermark: float | None) -> None:
-        held, out = self._held, self._out
+        held, out = self._held, self.out
         while held and (watermark is None or held[0][0] < watermark):
             self.stats["entries"] += 1
-            out(heapq.heappop(held)[2])
+            out(heapq.heappop(held)[3])
         while len(held) > MAX_HOLD:
             self.stats["forced_order"] += 1
             self.stats["entries"] += 1
-            out(heapq.heappop(held)[2])
+            out(heapq.heappop(held)[3])
 
     def run(self, packets: Iterable[tuple[int, int, bytes, int]], interfaces: list[Any]) -> None:
         """Dissect ``packets`` ((ts_ns, iface, data, orig_len) tuples).

@@ -1,0 +1,263 @@
+"""``dissect`` of a file on several cores: the same entries, in the same order, sooner.
+
+Every worker reads the whole file and tracks every connection (so flow numbers are the same
+as in one process), but dissects only the connections whose number falls in its share
+(``flow % jobs == index``). Each worker streams its entries, already rendered, in
+(ts, flow, n) order through a pipe; the parent merges the streams on that key, which is the
+order a single process uses too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import json
+import os
+import queue
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+from shark_tui.engine.capfile import CaptureFile, CaptureFormatError, CaptureReader
+from shark_tui.engine.dissect import Dissection, Entry
+
+#: (ts, flow, n, payload length) before each record a worker sends.
+_RECORD = struct.Struct("<dIIi")
+_END = 0xFFFFFFFF  # `flow` of the last record: the worker's summary (JSON) follows
+_FAILED = 0xFFFFFFFE  # `flow` of a record saying the worker failed (its reason follows)
+_PIPE_BUFFER = 1 << 20
+#: Chunks (of up to _PIPE_BUFFER bytes) read ahead from each worker before it must wait.
+_PUMP_CHUNKS = 64
+
+
+class WorkerFailed(RuntimeError):
+    """A worker process died or reported an error."""
+
+
+def check_capture(path: str) -> None:
+    """Raise CaptureFormatError now if ``path`` is not a capture file at all."""
+    reader = CaptureReader()
+    with open(path, "rb") as f:
+        reader.feed(f.read(1 << 16))
+
+
+def dissect_file(
+    path: str,
+    jobs: int,
+    make: Callable[[], Dissection],
+    render: Callable[[Entry], bytes],
+    out: IO[bytes],
+) -> tuple[str | None, dict[str, dict[str, int]]]:
+    """Write every entry of the capture at ``path``, rendered, to ``out`` in order.
+
+    ``make`` builds a configured (filter, decode ports, body cap) Dissection whose output is
+    ignored. Returns the capture's warning (truncated file) and the counters.
+    """
+    if jobs <= 1:
+        return _single(path, make, render, out)
+    check_capture(path)
+    fds: list[int] = []
+    pids: list[int] = []
+    for index in range(jobs):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker
+            os.close(r)
+            for other in fds:
+                os.close(other)
+            _worker(path, index, jobs, make, render, w)  # never returns
+        os.close(w)
+        pids.append(pid)
+        fds.append(r)
+    summaries: list[dict[str, Any]] = []
+    failures: list[str] = []
+    # A thread per worker drains its pipe, so that no worker waits on the merge while the
+    # merge waits on another worker.
+    pumps = [_Pump(fd) for fd in fds]
+    try:
+        streams = [_records(p, summaries, failures) for p in pumps]
+        write = out.write
+        for _key, payload in heapq.merge(*streams, key=lambda rec: rec[0]):
+            write(payload)
+    finally:
+        for p in pumps:
+            p.close()
+        for pid in pids:
+            _, status = os.waitpid(pid, 0)
+            if status != 0 and not failures:
+                failures.append(f"worker {pid} exited with status {status}")
+    if failures:
+        raise WorkerFailed(failures[0])
+    return _combine(summaries)
+
+
+def _single(
+    path: str, make: Callable[[], Dissection], render: Callable[[Entry], bytes], out: IO[bytes]
+) -> tuple[str | None, dict[str, dict[str, int]]]:
+    buf = bytearray()
+
+    def emit(entry: Entry) -> None:
+        buf.extend(render(entry))
+        if len(buf) > _PIPE_BUFFER:
+            out.write(buf)
+            buf.clear()
+
+    d = make()
+    d.out = emit
+    f = open(path, "rb") if path != "-" else None  # noqa: SIM115 - closed below
+    try:
+        import sys
+
+        capture = CaptureFile(f if f is not None else sys.stdin.buffer)
+        d.run(capture, capture.interfaces)
+    finally:
+        if f is not None:
+            f.close()
+        out.write(buf)
+    return capture.warning, _counters(d)
+
+
+def _counters(d: Dissection) -> dict[str, dict[str, int]]:
+    return {"dissect": dict(d.stats), "tcp": dict(d.table.stats), "packet": dict(d.decoder.stats)}
+
+
+def _worker(
+    path: str,
+    index: int,
+    jobs: int,
+    make: Callable[[], Dissection],
+    render: Callable[[Entry], bytes],
+    fd: int,
+) -> None:
+    code = 0
+    pipe = os.fdopen(fd, "wb", buffering=_PIPE_BUFFER)
+    try:
+        pack = _RECORD.pack
+        write = pipe.write
+
+        def emit(entry: Entry) -> None:
+            payload = render(entry)
+            flow, _, n = entry["id"].partition(":")
+            write(pack(entry["ts"], int(flow), int(n), len(payload)))
+            write(payload)
+
+        d = make()
+        d.out = emit
+        d.partition = (index, jobs)
+        with open(path, "rb") as f:
+            capture = CaptureFile(f)
+            d.run(capture, capture.interfaces)
+        summary = json.dumps({"warning": capture.warning, "counters": _counters(d)}).encode()
+        write(pack(float("inf"), _END, 0, len(summary)))
+        write(summary)
+    except BrokenPipeError:
+        code = 1
+    except BaseException as exc:  # report anything, then leave without running atexit hooks
+        code = 1
+        reason = f"{type(exc).__name__}: {exc}".encode()
+        with contextlib.suppress(OSError):
+            pipe.write(_RECORD.pack(float("inf"), _FAILED, 0, len(reason)) + reason)
+    finally:
+        try:
+            pipe.close()
+        except OSError:
+            code = 1
+        os._exit(code)
+
+
+class _Pump:
+    """Reads one worker's pipe on a thread into a bounded queue of chunks."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._queue: queue.Queue[bytes] = queue.Queue(maxsize=_PUMP_CHUNKS)
+        self._buf = b""
+        self._pos = 0
+        self._eof = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                chunk = os.read(self._fd, _PIPE_BUFFER)
+                self._queue.put(chunk)
+                if not chunk:
+                    return
+        except OSError:
+            self._queue.put(b"")
+
+    def read(self, n: int) -> bytes:
+        """Exactly ``n`` bytes, fewer only at the end of the stream."""
+        parts = []
+        while n > 0:
+            if self._pos >= len(self._buf):
+                if self._eof:
+                    break
+                self._buf, self._pos = self._queue.get(), 0
+                if not self._buf:
+                    self._eof = True
+                    break
+            piece = self._buf[self._pos : self._pos + n]
+            self._pos += len(piece)
+            n -= len(piece)
+            parts.append(piece)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+        while self._thread.is_alive():  # let a blocked put() go through
+            with contextlib.suppress(queue.Empty):
+                self._queue.get(timeout=0.05)
+        self._thread.join()
+
+
+def _records(
+    rd: _Pump, summaries: list[dict[str, Any]], failures: list[str]
+) -> Iterator[tuple[tuple[float, int, int], bytes]]:
+    read = rd.read
+    size = _RECORD.size
+    unpack = _RECORD.unpack
+    while True:
+        head = read(size)
+        if len(head) < size:
+            failures.append("a worker stopped before its end record")
+            return
+        ts, flow, n, length = unpack(head)
+        payload = read(length)
+        if flow == _END:
+            summaries.append(json.loads(payload))
+            return
+        if flow == _FAILED:
+            failures.append(payload.decode(errors="replace"))
+            return
+        yield (ts, flow, n), payload
+
+
+def _combine(summaries: list[dict[str, Any]]) -> tuple[str | None, dict[str, dict[str, int]]]:
+    """Counters of all workers: what every worker sees once (packets, segments) from the first,
+    what each counts for its own share summed."""
+    if not summaries:
+        return None, {}
+    first = summaries[0]["counters"]
+    total: dict[str, dict[str, int]] = {k: dict(v) for k, v in first.items()}
+    shared = {
+        ("dissect", "packets"),
+        ("tcp", "segments"),
+        ("tcp", "flows"),
+        ("tcp", "port_reuse"),
+        ("tcp", "after_close"),
+        ("tcp", "flows_evicted"),
+    }
+    for other in summaries[1:]:
+        for group, counters in other["counters"].items():
+            for key, value in counters.items():
+                if group == "packet" or (group, key) in shared:
+                    continue
+                total[group][key] = total[group].get(key, 0) + value
+    return summaries[0]["warning"], total
+
+
+__all__ = ["CaptureFormatError", "WorkerFailed", "check_capture", "dissect_file"]
