@@ -39,7 +39,10 @@ def check_capture(path: str) -> None:
     """Raise CaptureFormatError now if ``path`` is not a capture file at all."""
     reader = CaptureReader()
     with open(path, "rb") as f:
-        reader.feed(f.read(1 << 16))
+        head = f.read(1 << 16)
+    reader.feed(head)
+    if len(head) < 1 << 16:
+        reader.close()  # raises for an empty or header-less file
 
 
 def dissect_file(
@@ -88,6 +91,9 @@ def dissect_file(
             if status != 0 and not failures:
                 failures.append(f"worker {pid} exited with status {status}")
     if failures:
+        kind, _, reason = failures[0].partition(": ")
+        if kind == CaptureFormatError.__name__:
+            raise CaptureFormatError(reason)
         raise WorkerFailed(failures[0])
     return _combine(summaries)
 
