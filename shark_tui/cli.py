@@ -109,7 +109,7 @@ def cmd_dissect(args: argparse.Namespace) -> int:
     import msgspec
 
     from shark_tui.engine.capfile import CaptureFormatError
-    from shark_tui.engine.dissect import Dissection
+    from shark_tui.engine.dissect import Dissection, tune_gc
     from shark_tui.engine.filter import FilterError, compile_filter
     from shark_tui.engine.parallel import WorkerFailed, dissect_file
 
@@ -153,6 +153,7 @@ def cmd_dissect(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise UsageError(f"{args.file}: {exc.strerror or exc}") from None
     jobs = 1 if args.file == "-" else args.jobs
+    tune_gc()
     out = sys.stdout.buffer
     try:
         warning, counters = dissect_file(args.file, jobs, make, render, out)

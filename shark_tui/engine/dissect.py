@@ -9,6 +9,7 @@ one (the oldest pending exchange of any connection is the watermark).
 
 from __future__ import annotations
 
+import gc
 import heapq
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -39,6 +40,15 @@ HOLD_RECHECK = 2_000
 MAX_HOLD = 500_000
 #: Default cap on the body bytes kept per message.
 DEFAULT_BODY_CAP = 64 * 1024
+
+
+def tune_gc() -> None:
+    """Make the cyclic garbage collector rare: dissection allocates millions of short-lived,
+    acyclic lists and dicts, and with the default thresholds the collector's rescans of a
+    large live heap cost ~40% of the run (measured with py-spy on the bench capture)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 1000)
 
 
 class EntryBuilder:
