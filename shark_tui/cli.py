@@ -119,15 +119,16 @@ def cmd_dissect(args: argparse.Namespace) -> int:
         raise UsageError(f"--filter: {exc}") from None
 
     if args.json:
-        encode = msgspec.json.Encoder().encode
+        encode_into = msgspec.json.Encoder().encode_into
 
-        def render(entry: dict[str, Any]) -> bytes:
-            return encode(entry) + b"\n"
+        def render(entry: dict[str, Any], buf: bytearray) -> None:
+            encode_into(entry, buf, -1)
+            buf += b"\n"
 
     else:
 
-        def render(entry: dict[str, Any]) -> bytes:
-            return format_row(entry).encode()
+        def render(entry: dict[str, Any], buf: bytearray) -> None:
+            buf += format_row(entry).encode()
 
     pushdown = flt.pushdown
     flow_filter = None

@@ -31,6 +31,10 @@ _PIPE_BUFFER = 1 << 20
 _PUMP_CHUNKS = 64
 
 
+#: Appends one rendered entry (a JSON line, a table row) to the buffer.
+Renderer = Callable[[Entry, bytearray], None]
+
+
 class WorkerFailed(RuntimeError):
     """A worker process died or reported an error."""
 
@@ -49,7 +53,7 @@ def dissect_file(
     path: str,
     jobs: int,
     make: Callable[[], Dissection],
-    render: Callable[[Entry], bytes],
+    render: Renderer,
     out: IO[bytes],
 ) -> tuple[str | None, dict[str, dict[str, int]]]:
     """Write every entry of the capture at ``path``, rendered, to ``out`` in order.
@@ -99,12 +103,12 @@ def dissect_file(
 
 
 def _single(
-    path: str, make: Callable[[], Dissection], render: Callable[[Entry], bytes], out: IO[bytes]
+    path: str, make: Callable[[], Dissection], render: Renderer, out: IO[bytes]
 ) -> tuple[str | None, dict[str, dict[str, int]]]:
     buf = bytearray()
 
     def emit(entry: Entry) -> None:
-        buf.extend(render(entry))
+        render(entry, buf)
         if len(buf) > _PIPE_BUFFER:
             out.write(buf)
             buf.clear()
@@ -133,20 +137,32 @@ def _worker(
     index: int,
     jobs: int,
     make: Callable[[], Dissection],
-    render: Callable[[Entry], bytes],
+    render: Renderer,
     fd: int,
 ) -> None:
     code = 0
-    pipe = os.fdopen(fd, "wb", buffering=_PIPE_BUFFER)
+    buf = bytearray()
+    pack_into = _RECORD.pack_into
+    size = _RECORD.size
+    blank = bytes(size)
+
+    def flush() -> None:
+        with memoryview(buf) as view:
+            done = 0
+            while done < len(view):
+                done += os.write(fd, view[done:])
+        buf.clear()
+
     try:
-        pack = _RECORD.pack
-        write = pipe.write
 
         def emit(entry: Entry) -> None:
-            payload = render(entry)
+            start = len(buf)
+            buf.extend(blank)
+            render(entry, buf)
             flow, _, n = entry["id"].partition(":")
-            write(pack(entry["ts"], int(flow), int(n), len(payload)))
-            write(payload)
+            pack_into(buf, start, entry["ts"], int(flow), int(n), len(buf) - start - size)
+            if len(buf) > _PIPE_BUFFER:
+                flush()
 
         d = make()
         d.out = emit
@@ -155,20 +171,21 @@ def _worker(
             capture = CaptureFile(f)
             d.run(capture, capture.interfaces)
         summary = json.dumps({"warning": capture.warning, "counters": _counters(d)}).encode()
-        write(pack(float("inf"), _END, 0, len(summary)))
-        write(summary)
+        buf.extend(_RECORD.pack(float("inf"), _END, 0, len(summary)))
+        buf.extend(summary)
+        flush()
     except BrokenPipeError:
         code = 1
     except BaseException as exc:  # report anything, then leave without running atexit hooks
         code = 1
         reason = f"{type(exc).__name__}: {exc}".encode()
         with contextlib.suppress(OSError):
-            pipe.write(_RECORD.pack(float("inf"), _FAILED, 0, len(reason)) + reason)
+            buf.clear()
+            buf.extend(_RECORD.pack(float("inf"), _FAILED, 0, len(reason)) + reason)
+            flush()
     finally:
-        try:
-            pipe.close()
-        except OSError:
-            code = 1
+        with contextlib.suppress(OSError):
+            os.close(fd)
         os._exit(code)
 
 
