@@ -62,6 +62,9 @@ class Run:
     wall_s: float = 0.0
     cpu_s: float = 0.0
     peak_rss_mb: float = 0.0
+    #: Peak of the summed proportional set size (shared pages split between the processes that
+    #: map them): the fair figure for a tool that forks workers sharing its pages.
+    peak_pss_mb: float = 0.0
     returncode: int = 0
     stderr: str = ""
     out: Path | None = None
@@ -72,8 +75,9 @@ class Run:
 # running and measuring
 
 
-def _tree_rss_kb(pid: int) -> int:
-    total = 0
+def _tree_mem_kb(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) summed over ``pid`` and its descendants, in KiB."""
+    total = pss = 0
     stack = [pid]
     while stack:
         p = stack.pop()
@@ -83,12 +87,17 @@ def _tree_rss_kb(pid: int) -> int:
                     if line.startswith("VmRSS:"):
                         total += int(line.split()[1])
                         break
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        pss += int(line.split()[1])
+                        break
             for tid in os.listdir(f"/proc/{p}/task"):
                 with open(f"/proc/{p}/task/{tid}/children") as f:
                     stack += [int(c) for c in f.read().split()]
         except (OSError, ValueError):
             continue
-    return total
+    return total, pss
 
 
 def measure(name: str, argv: list[str], out: Path | None, env: dict[str, str] | None = None,
@@ -97,7 +106,7 @@ def measure(name: str, argv: list[str], out: Path | None, env: dict[str, str] | 
     run = Run(name, argv, out=out)
     stdout = open(out, "wb") if out else open(os.devnull, "wb")  # noqa: SIM115
     errf = tempfile.TemporaryFile()  # noqa: SIM115
-    peak = [0]
+    peak = [0, 0]
     done = threading.Event()
     t0 = time.monotonic()
     proc = subprocess.Popen(argv, stdout=stdout, stderr=errf, stdin=subprocess.DEVNULL, env=env,
@@ -105,7 +114,9 @@ def measure(name: str, argv: list[str], out: Path | None, env: dict[str, str] | 
 
     def poll() -> None:
         while not done.wait(0.02):
-            peak[0] = max(peak[0], _tree_rss_kb(proc.pid))
+            rss, pss = _tree_mem_kb(proc.pid)
+            peak[0] = max(peak[0], rss)
+            peak[1] = max(peak[1], pss)
 
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
@@ -121,6 +132,7 @@ def measure(name: str, argv: list[str], out: Path | None, env: dict[str, str] | 
     run.returncode = proc.returncode
     run.cpu_s = ru.ru_utime + ru.ru_stime
     run.peak_rss_mb = max(ru.ru_maxrss, peak[0]) / 1024
+    run.peak_pss_mb = peak[1] / 1024
     return run
 
 
@@ -301,6 +313,7 @@ def bench(capture: Path, skip_shark: bool = False, skip_tshark: bool = False,
     for name, r in runs.items():
         res["runs"][name] = {"argv": r.argv, "wall_s": round(r.wall_s, 3),
                              "cpu_s": round(r.cpu_s, 3), "peak_rss_mb": round(r.peak_rss_mb, 1),
+                             "peak_pss_mb": round(r.peak_pss_mb, 1),
                              "returncode": r.returncode,
                              "packets_per_s": round(manifest["packets"] / r.wall_s)}
         if r.returncode != 0:
@@ -350,6 +363,8 @@ def bench(capture: Path, skip_shark: bool = False, skip_tshark: bool = False,
         s, t = runs["shark-tui"], runs["tshark"]
         res["speed_ratio"] = round(t.wall_s / s.wall_s, 2)
         res["memory_ratio"] = round(t.peak_rss_mb / s.peak_rss_mb, 2)
+        if s.peak_pss_mb and t.peak_pss_mb:
+            res["memory_ratio_pss"] = round(t.peak_pss_mb / s.peak_pss_mb, 2)
     return res
 
 
@@ -360,14 +375,16 @@ def table(res: dict[str, Any]) -> str:
              f"{res['expected_exchanges']:,} ({res['distinct_expected']:,} distinct)",
              "",
              f"{'tool':<10} {'entries':>9} {'exchanges':>9} {'wall s':>8} {'cpu s':>8} "
-             f"{'packets/s':>10} {'peak RSS MB':>11}"]
+             f"{'packets/s':>10} {'peak RSS MB':>11} {'peak PSS MB':>11}"]
     for name, r in res["runs"].items():
         lines.append(f"{name:<10} {r.get('entries', r.get('responses', '-')):>9} "
                      f"{r.get('exchanges', '-'):>9} {r['wall_s']:>8.2f} {r['cpu_s']:>8.2f} "
-                     f"{r['packets_per_s']:>10,} {r['peak_rss_mb']:>11.1f}")
+                     f"{r['packets_per_s']:>10,} {r['peak_rss_mb']:>11.1f} "
+                     f"{r.get('peak_pss_mb', 0.0):>11.1f}")
     if "speed_ratio" in res:
         lines += ["", f"speed ratio (tshark wall / shark-tui wall): {res['speed_ratio']}x   "
-                      f"memory ratio (tshark RSS / shark-tui RSS): {res['memory_ratio']}x"]
+                      f"memory ratio (tshark RSS / shark-tui RSS): {res['memory_ratio']}x   "
+                      f"(by PSS, shared pages split: {res.get('memory_ratio_pss', '-')}x)"]
     for k in ("shark_vs_truth", "tshark_vs_truth", "shark_vs_tshark"):
         if k in res:
             lines += ["", f"{k}: " + json.dumps(res[k], indent=1)]
