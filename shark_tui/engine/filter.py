@@ -95,8 +95,10 @@ Getter = Callable[[Entry], object]
 _Tri = Callable[[Entry, bool], "bool | None"]
 
 #: Every ``proto`` an entry can have (DESIGN.md).
-PROTOS: Final = ("http", "http2", "grpc", "graphql", "amqp", "kafka", "redis", "tcp")
-_HTTP_PROTOS: Final = frozenset({"http", "http2", "grpc", "graphql"})
+PROTOS: Final = (
+    "http", "http2", "grpc", "graphql", "websocket", "amqp", "kafka", "redis", "tcp",
+)  # fmt: skip
+_HTTP_PROTOS: Final = frozenset({"http", "http2", "grpc", "graphql", "websocket"})
 
 #: Deepest nesting of parentheses and ``not`` accepted (the compiled closures nest as deep).
 MAX_DEPTH: Final = 64
@@ -137,11 +139,12 @@ _OPERATORS: Final[tuple[tuple[str, str], ...]] = (
 )
 
 _MACROS: Final[dict[str, tuple[frozenset[str], str]]] = {
-    "http": (_HTTP_PROTOS, "any HTTP: proto is http, http2, grpc or graphql"),
+    "http": (_HTTP_PROTOS, "any HTTP: proto is http, http2, grpc, graphql or websocket"),
     "http1": (frozenset({"http"}), "HTTP/1.x: proto == http"),
     "http2": (frozenset({"http2"}), "HTTP/2 (not gRPC or GraphQL): proto == http2"),
     "grpc": (frozenset({"grpc"}), "gRPC: proto == grpc"),
     "graphql": (frozenset({"graphql"}), "GraphQL over HTTP: proto == graphql"),
+    "websocket": (frozenset({"websocket"}), "WebSocket messages: proto == websocket"),
     "amqp": (frozenset({"amqp"}), "AMQP 0-9-1: proto == amqp"),
     "kafka": (frozenset({"kafka"}), "Kafka: proto == kafka"),
     "redis": (frozenset({"redis"}), "Redis RESP2/3: proto == redis"),
@@ -1138,9 +1141,10 @@ def _match_all(entry: Entry) -> bool:
 #: recognised only by dissection) and ``tcp`` (what fails to dissect stays a tcp row). Any other
 #: guess, or None, constrains nothing.
 GUESS_PROTOS: Final[dict[str, tuple[str, ...]]] = {
-    "http": ("http", "http2", "grpc", "graphql", "tcp"),
-    "http1": ("http", "http2", "grpc", "graphql", "tcp"),
+    "http": ("http", "http2", "grpc", "graphql", "websocket", "tcp"),
+    "http1": ("http", "http2", "grpc", "graphql", "websocket", "tcp"),
     "graphql": ("http", "http2", "grpc", "graphql", "tcp"),
+    "websocket": ("http", "websocket", "tcp"),
     "http2": ("http2", "grpc", "graphql", "tcp"),
     "grpc": ("http2", "grpc", "graphql", "tcp"),
     "amqp": ("amqp", "tcp"),

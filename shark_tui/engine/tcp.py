@@ -367,7 +367,9 @@ class FlowTable:
             if flow.dissector is None and flow.undecided_bytes > MAX_UNDECIDED_BYTES:
                 self._decide(flow, side, None, force=True)
             return
-        d = flow.dissector
+        self._apply(flow, flow.dissector, op, side, arg, ts)
+
+    def _apply(self, flow: Flow, d: Dissector, op: int, side: int, arg: Any, ts: float) -> None:
         role = flow.client ^ side
         if op == _FEED:
             events = d.feed(role, arg, ts)
@@ -393,7 +395,7 @@ class FlowTable:
                 g = guess(data)
             if g is not None:
                 proto = g.proto
-                if flow.client < 0:
+                if flow.client < 0 and g.role in (CLIENT, SERVER):
                     flow.client = side if g.role == CLIENT else side ^ 1
         if proto is None:
             if not force:
@@ -408,15 +410,7 @@ class FlowTable:
         d = flow.dissector = self._make(proto, not flow.syn_seen, flow.first_ts)
         held, flow.undecided, flow.undecided_bytes = flow.undecided, [], 0
         for op, s, arg, ts in held:
-            role = flow.client ^ s
-            if op == _FEED:
-                events = d.feed(role, arg, ts)
-            elif op == _GAP:
-                events = d.gap(role, arg, ts)
-            else:
-                events = d.close(role, ts)
-            if events:
-                self._sink(flow, events)
+            self._apply(flow, d, op, s, arg, ts)
 
     # -- life cycle -------------------------------------------------------------------------------
 
