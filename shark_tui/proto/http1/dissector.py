@@ -52,6 +52,7 @@ import re
 from collections import deque
 from typing import Any
 
+from shark_tui.proto import graphql
 from shark_tui.proto.base import (
     CLIENT,
     DESYNCED,
@@ -221,6 +222,8 @@ class Http1Dissector:
         self.body_cap = max(0, body_cap)
         #: The protocol the connection switched to (``Upgrade`` value, or ``"CONNECT"``).
         self.upgraded: str | None = None
+        #: The request that asked for the upgrade (method, path, headers, ts, size, host).
+        self.upgrade_request: dict[str, Any] | None = None
         #: Counters; never reset.
         self.stats: dict[str, int] = {
             "requests": 0,
@@ -771,6 +774,15 @@ class Http1Dissector:
         self, side: _Side, pair: _Pair, msg: _Message, connect: bool, out: list[Event]
     ) -> None:
         req = pair.req
+        if req is not None:
+            self.upgrade_request = {
+                "method": req.method,
+                "path": req.target,
+                "headers": req.headers,
+                "ts": req.ts,
+                "size": req.wire,
+                "host": req.host,
+            }
         self.upgraded = (
             "CONNECT"
             if connect
@@ -1037,8 +1049,50 @@ class Http1Dissector:
             ex.response = _response_json(resp, pair.info, cap)
             if req is not None:
                 ex.latency_ms = (resp.ts - req.ts) * 1000.0
+        if req is not None and ex.request is not None and _maybe_graphql(req, ex.request):
+            _as_graphql(ex, req)
         self.stats["exchanges"] += 1
         out.append(ExchangeCompleted(exchange=ex))
+
+
+def _content_type(headers: list[list[str]]) -> str | None:
+    for name, value in headers:
+        if name.lower() == "content-type":
+            return value
+    return None
+
+
+def _maybe_graphql(req: _Message, request: JSON) -> bool:
+    """A cheap look before graphql-core is asked: most requests are not GraphQL."""
+    if req.method not in ("GET", "POST"):
+        return False
+    if str(request.get("path", "")).rstrip("/").endswith("graphql"):
+        return True
+    if req.method == "GET":
+        return any(k == "query" for k, _ in request.get("query") or ())
+    ctype = (_content_type(req.headers) or "").lower()
+    if "graphql" in ctype:
+        return True
+    head = bytes(req.body[:64]).lstrip()
+    return head[:1] in (b"{", b"[") and b'"query"' in req.body[:4096]
+
+
+def _as_graphql(ex: Exchange, req: _Message) -> None:
+    assert ex.request is not None
+    g = graphql.recognize(
+        req.method,
+        str(ex.request.get("path", "")),
+        list(ex.request.get("query") or []),
+        _content_type(req.headers),
+        bytes(req.body),
+    )
+    if g is None:
+        return
+    ex.proto = "graphql"
+    ex.request["graphql"] = g
+    method, summary = graphql.entry_fields(g)
+    ex.method = method
+    ex.summary = summary
 
 
 def _note(found: dict[str, str], low: str, value: str) -> None:
