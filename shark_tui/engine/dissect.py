@@ -26,7 +26,8 @@ from shark_tui.proto.base import (
     ExchangeCompleted,
     Truncated,
 )
-from shark_tui.proto.http1.dissector import Http1Dissector
+from shark_tui.proto.http import HttpDissector
+from shark_tui.proto.http2.dissector import Http2Dissector
 from shark_tui.proto.tcp import TcpDissector
 
 Entry = dict[str, Any]
@@ -89,7 +90,9 @@ class EntryBuilder:
 def make_dissector_factory(body_cap: int) -> Callable[[str, bool, float], Dissector]:
     def make(proto: str, midstream: bool, start_ts: float) -> Dissector:
         if proto == "http":
-            return Http1Dissector(midstream=midstream, body_cap=body_cap)
+            return HttpDissector(midstream=midstream, body_cap=body_cap)
+        if proto in ("http2", "grpc", "graphql"):
+            return Http2Dissector(midstream=midstream, body_cap=body_cap)
         guess = None if proto == "tcp" else proto
         return TcpDissector(start_ts=start_ts, guess=guess, midstream=midstream)
 

@@ -12,6 +12,7 @@ import struct
 from typing import NamedTuple
 
 from shark_tui.proto.base import CLIENT, SERVER
+from shark_tui.proto.http2.dissector import looks_like_http2_frames
 
 #: Every protocol name an entry can carry, in the TUI's toggle order (keys 1–8).
 PROTOCOLS = ("http", "http2", "grpc", "graphql", "amqp", "kafka", "redis", "tcp")
@@ -19,9 +20,14 @@ PROTOCOLS = ("http", "http2", "grpc", "graphql", "amqp", "kafka", "redis", "tcp"
 DECODABLE = ("http", "http2", "amqp", "kafka", "redis", "tcp")
 
 
+#: A guess that cannot tell which end sent the bytes (HTTP/2 frames met mid-connection).
+UNKNOWN_ROLE = -1
+
+
 class Guess(NamedTuple):
     proto: str
-    #: CLIENT when these bytes are a request (their sender is the client), SERVER for a reply.
+    #: CLIENT when these bytes are a request (their sender is the client), SERVER for a reply,
+    #: UNKNOWN_ROLE when the bytes do not say.
     role: int
     #: How sure: 2 = a magic string or a full request line, 1 = plausible.
     strength: int
@@ -71,6 +77,8 @@ def guess(data: bytes) -> Guess | None:
         return Guess("kafka", CLIENT, 1)
     if data[0] in _RESP_REPLY_TYPES and data.find(b"\r\n", 1, 512) > 0 and data.endswith(b"\r\n"):
         return Guess("redis", SERVER, 1)
+    if looks_like_http2_frames(data):
+        return Guess("http2", UNKNOWN_ROLE, 1)
     return None
 
 
