@@ -82,6 +82,7 @@ class Flow:
         "n",
         "num",
         "proto",
+        "proto_hint",
         "selected",
         "syn_seen",
         "undecided",
@@ -95,6 +96,7 @@ class Flow:
         self.client = -1  # 0 or 1 once known
         self.syn_seen = False
         self.proto: str | None = None
+        self.proto_hint: str | None = None  # the protocol, while which end is client is unknown
         self.dissector: Dissector | None = None
         self.undecided: list[tuple[int, int, Any, float]] = []  # (op, side, arg, ts) to replay
         self.undecided_bytes = 0
@@ -394,9 +396,18 @@ class FlowTable:
             if g is None and not flow.syn_seen and len(start) > len(data):
                 g = guess(data)
             if g is not None:
-                proto = g.proto
-                if flow.client < 0 and g.role in (CLIENT, SERVER):
-                    flow.client = side if g.role == CLIENT else side ^ 1
+                if g.role in (CLIENT, SERVER):
+                    proto = g.proto
+                    if flow.client < 0:
+                        flow.client = side if g.role == CLIENT else side ^ 1
+                elif flow.client >= 0:
+                    proto = g.proto
+                else:
+                    # The protocol is known but not which end is the client (HTTP/2 frames met
+                    # mid-connection): wait for bytes that tell, up to the undecided cap.
+                    flow.proto_hint = g.proto
+        if proto is None and force:
+            proto = flow.proto_hint
         if proto is None:
             if not force:
                 return

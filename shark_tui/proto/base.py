@@ -41,7 +41,8 @@ class Exchange:
     proto: str
     ts: float
     method: str | None = None
-    summary: str = ""
+    #: None only when what it is made of was lost (an HTTP/2 ``:path`` from an unknown table).
+    summary: str | None = ""
     status: int | str | None = None
     latency_ms: float | None = None
     request_size: int | None = None

@@ -78,8 +78,48 @@ def guess(data: bytes) -> Guess | None:
     if data[0] in _RESP_REPLY_TYPES and data.find(b"\r\n", 1, 512) > 0 and data.endswith(b"\r\n"):
         return Guess("redis", SERVER, 1)
     if looks_like_http2_frames(data):
-        return Guess("http2", UNKNOWN_ROLE, 1)
+        return Guess("http2", _http2_role(data), 1)
     return None
+
+
+def _http2_role(data: bytes) -> int:
+    """Who sent these HTTP/2 frames, from the first HEADERS block among them.
+
+    A request block starts with a pseudo-header field whose name is in the HPACK static table
+    at :authority, :method, :path or :scheme (indices 1–7); a response block with :status
+    (8–14). An indexed field or a literal with an indexed name tells which, whatever the
+    dynamic table holds.
+    """
+    pos = 0
+    for _ in range(8):
+        if pos + 9 > len(data):
+            break
+        length = int.from_bytes(data[pos : pos + 3], "big")
+        ftype, flags = data[pos + 3], data[pos + 4]
+        block = pos + 9
+        if ftype == 1:  # HEADERS
+            if flags & 0x08:  # PADDED
+                block += 1
+            if flags & 0x20:  # PRIORITY
+                block += 5
+            if block >= len(data) or block >= pos + 9 + length:
+                break
+            first = data[block]
+            if first & 0x80:
+                index = first & 0x7F
+            elif first & 0x40:
+                index = first & 0x3F
+            elif first & 0x20:  # a dynamic table size update comes first: look no further
+                break
+            else:
+                index = first & 0x0F
+            if 1 <= index <= 7:
+                return CLIENT
+            if 8 <= index <= 14:
+                return SERVER
+            break
+        pos = block + length
+    return UNKNOWN_ROLE
 
 
 def _looks_like_kafka_request(data: bytes) -> bool:

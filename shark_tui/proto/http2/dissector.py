@@ -1149,6 +1149,12 @@ class Http2Dissector:
             return
         req = st.req
         resp = st.resp
+        if req is None:
+            client = self._sides[CLIENT]
+            if client.state == _SCAN and client.buf:
+                # The client's bytes are not in sync yet (joined mid-way): its HEADERS for this
+                # stream may be among them. Wait; finish() or expire() emit it if not.
+                return
         if (req is None or req.done) and resp is not None and resp.done:
             self._emit(st, out)
 
@@ -1357,7 +1363,7 @@ class Http2Dissector:
         host: str | None = None
         if req is not None:
             ex.method = req.pseudo.get(":method")
-            ex.summary = req.pseudo.get(":path", "")
+            ex.summary = req.pseudo.get(":path")  # None when it was lost, never guessed
             ex.request_size = st.wire[CLIENT]
             ex.request = _request_json(st, req, cap)
             host = ex.request["authority"]
@@ -1416,7 +1422,7 @@ def _classify(
     if _GRPC is not None and _GRPC.is_grpc(content_type):
         ex.proto = "grpc"
         path = ex.summary
-        ex.method = path[1:] if path.startswith("/") else path
+        ex.method = None if path is None else path[1:] if path.startswith("/") else path
         if ex.request is not None:
             messages, cut = _GRPC.parse_messages(
                 req_body, encoding=_header(req_headers, "grpc-encoding")
@@ -1504,7 +1510,8 @@ def _body_json(msg: _Msg, cap: int) -> JSON:
 
 def _request_json(st: _Stream, msg: _Msg, cap: int) -> JSON:
     p = msg.pseudo
-    path, query = _split_path(p.get(":path", ""))
+    raw_path = p.get(":path")
+    path, query = _split_path(raw_path) if raw_path is not None else (None, [])
     authority = p.get(":authority")
     if authority is None:
         authority = _header(msg.headers, "host")
