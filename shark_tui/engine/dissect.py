@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import gc
 import heapq
+import os
+import tempfile
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import IO, Any
 
 from shark_tui.engine.packet import PacketDecoder, format_ip
 from shark_tui.engine.tcp import Flow, FlowTable
@@ -31,7 +33,8 @@ from shark_tui.proto.http2.dissector import Http2Dissector
 from shark_tui.proto.tcp import TcpDissector
 
 Entry = dict[str, Any]
-EntrySink = Callable[[Entry], None]
+#: Receives each entry in order: the entry itself, or its rendered bytes when ``render`` is set.
+EntrySink = Callable[[Any], None]
 
 #: Capture seconds between sweeps (expiring exchanges, forgetting closed connections).
 SWEEP_INTERVAL = 5.0
@@ -39,6 +42,9 @@ SWEEP_INTERVAL = 5.0
 HOLD_RECHECK = 2_000
 #: Entries held at most; past it the oldest go out even if an earlier one may still come.
 MAX_HOLD = 500_000
+#: Bytes of held entries at most (estimated from their sizes, bodies capped): one streaming call
+#: that lasts the whole capture must not make the run hold every later entry.
+MAX_HOLD_BYTES = 64 * 1024 * 1024
 #: Default cap on the body bytes kept per message.
 DEFAULT_BODY_CAP = 64 * 1024
 
@@ -112,12 +118,20 @@ class Dissection:
         body_cap: int = DEFAULT_BODY_CAP,
     ) -> None:
         self.out = out  # where entries go, in order (settable)
+        #: When set, entries are rendered (to bytes) as soon as they are final, and ``out``
+        #: receives the rendered bytes: held entries then cost exactly their output size.
+        self.render: Callable[[Entry, bytearray], None] | None = None
         self._filter = entry_filter
         self._flow_filter = flow_filter
         self._builder = EntryBuilder()
         # (ts, flow, n, entry): ties in ts go by flow number, then exchange number, so that the
         # order is the same however the work is split (see `dissect_parallel`).
-        self._held: list[tuple[float, int, int, Entry]] = []
+        self._held: list[tuple[float, int, int, Any]] = []
+        self._held_bytes = 0
+        self._recheck_bytes = MAX_HOLD_BYTES // 8
+        self._spill: IO[bytes] | None = None  # held entries moved out of memory
+        self._spill_end = 0
+        self._body_cap = body_cap
         self.partition: tuple[int, int] | None = None  # (index, count): the flows to dissect
         self.decoder = PacketDecoder()
         self.table = FlowTable(
@@ -134,6 +148,8 @@ class Dissection:
                 "desyncs",
                 "truncations",
                 "forced_order",
+                "spilled",
+                "spill_failed",
             ),
             0,
         )
@@ -153,7 +169,16 @@ class Dissection:
                 if self._filter is not None and not self._filter(entry):
                     self.stats["entries_filtered_out"] += 1
                     continue
-                heapq.heappush(self._held, (entry["ts"], flow.num, flow.n, entry))
+                item: Any = entry
+                if self.render is not None:
+                    item = bytearray()
+                    self.render(entry, item)
+                heapq.heappush(self._held, (entry["ts"], flow.num, flow.n, item))
+                self._held_bytes += self._weight(item)
+                if self._held_bytes > self._recheck_bytes:
+                    # Big entries: look at the watermark now rather than every N entries.
+                    self._release(self.table.oldest_pending())
+                    self._recheck_bytes = self._held_bytes + MAX_HOLD_BYTES // 8
             elif isinstance(ev, Desynced):
                 self.stats["desyncs"] += 1
             elif isinstance(ev, Truncated):
@@ -163,11 +188,57 @@ class Dissection:
         held, out = self._held, self.out
         while held and (watermark is None or held[0][0] < watermark):
             self.stats["entries"] += 1
-            out(heapq.heappop(held)[3])
-        while len(held) > MAX_HOLD:
+            out(self._take(heapq.heappop(held)[3]))
+        if not held and self._spill is not None:
+            self._spill.seek(0)
+            self._spill.truncate()
+            self._spill_end = 0
+        if self._held_bytes > MAX_HOLD_BYTES // 2 and self.render is not None:
+            self._spill_held()
+        while held and (len(held) > MAX_HOLD or self._held_bytes > MAX_HOLD_BYTES // 2):
             self.stats["forced_order"] += 1
             self.stats["entries"] += 1
-            out(heapq.heappop(held)[3])
+            out(self._take(heapq.heappop(held)[3]))
+
+    def _spill_held(self) -> None:
+        """Move the rendered entries held in memory to a temporary file, keeping their order:
+        a long exchange holding the order back costs disk, not memory."""
+        try:
+            if self._spill is None:
+                self._spill = tempfile.TemporaryFile(prefix="shark-tui-hold-")  # noqa: SIM115
+            spill = self._spill
+            spill.seek(self._spill_end)
+            moved: list[tuple[float, int, int, Any]] = []
+            for ts, flow, n, item in self._held:
+                if isinstance(item, bytearray):
+                    spill.write(item)
+                    item = (self._spill_end, len(item))
+                    self._spill_end += item[1]
+                moved.append((ts, flow, n, item))
+            spill.flush()
+        except OSError:
+            self.stats["spill_failed"] += 1
+            return
+        self._held = moved  # same keys in the same places: still a heap
+        self._held_bytes = 0  # what stays in memory per entry is bounded by MAX_HOLD instead
+        self.stats["spilled"] += 1
+
+    def _take(self, item: Any) -> Any:
+        """A held item as it goes out (read back from the spill file when it was moved there)."""
+        if isinstance(item, tuple):
+            assert self._spill is not None
+            offset, length = item
+            return bytearray(os.pread(self._spill.fileno(), length, offset))
+        self._held_bytes -= self._weight(item)
+        return item
+
+    def _weight(self, entry: Entry | bytearray) -> int:
+        """What a held entry costs: its rendered size, or about its bodies (capped) and a fixed
+        part."""
+        if isinstance(entry, bytearray):
+            return 100 + len(entry)
+        cap = self._body_cap
+        return 2048 + min(entry["request_size"] or 0, cap) + min(entry["response_size"] or 0, cap)
 
     def run(self, packets: Iterable[tuple[int, int, bytes, int]], interfaces: list[Any]) -> None:
         """Dissect ``packets`` ((ts_ns, iface, data, orig_len) tuples).
@@ -202,3 +273,6 @@ class Dissection:
         self.stats["packets"] += count
         table.finish()
         self._release(None)
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None

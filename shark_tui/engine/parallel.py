@@ -107,14 +107,15 @@ def _single(
 ) -> tuple[str | None, dict[str, dict[str, int]]]:
     buf = bytearray()
 
-    def emit(entry: Entry) -> None:
-        render(entry, buf)
+    def emit(payload: bytearray) -> None:
+        buf.extend(payload)
         if len(buf) > _PIPE_BUFFER:
             out.write(buf)
             buf.clear()
 
     d = make()
     d.out = emit
+    d.render = render
     f = open(path, "rb") if path != "-" else None  # noqa: SIM115 - closed below
     try:
         import sys
@@ -155,17 +156,21 @@ def _worker(
 
     try:
 
-        def emit(entry: Entry) -> None:
-            start = len(buf)
-            buf.extend(blank)
-            render(entry, buf)
+        def record(entry: Entry, out: bytearray) -> None:
+            """The entry rendered, behind the header the merge sorts on."""
+            out.extend(blank)
+            render(entry, out)
             flow, _, n = entry["id"].partition(":")
-            pack_into(buf, start, entry["ts"], int(flow), int(n), len(buf) - start - size)
+            pack_into(out, 0, entry["ts"], int(flow), int(n), len(out) - size)
+
+        def emit(payload: bytearray) -> None:
+            buf.extend(payload)
             if len(buf) > _PIPE_BUFFER:
                 flush()
 
         d = make()
         d.out = emit
+        d.render = record
         d.partition = (index, jobs)
         with open(path, "rb") as f:
             capture = CaptureFile(f)

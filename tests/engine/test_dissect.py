@@ -217,3 +217,29 @@ def test_hold_buffer_is_capped(monkeypatch: Any) -> None:
     assert len(entries) == 17 and max(sizes) <= 5
     assert d.stats["forced_order"] > 0  # the cap, not the watermark, let entries go
     assert [e["proto"] for e in entries].count("tcp") == 1  # emitted at the end of the file
+
+
+def test_rendered_entries_spill_to_disk_and_keep_their_order(monkeypatch: Any) -> None:
+    """Past the memory budget, held entries move to a file; the output is unchanged."""
+    t0 = 1_700_000_000_000_000_000 - 10**9
+    frame = eth_ipv4_tcp("10.9.9.9", "10.9.9.8", 5555, 6666, 1, 1, ACK, b"\x00\x01\x02\x03")
+    packets = [(t0, frame), *_packets(capture(5, conns=6)[0])]
+    data = pcap_bytes(LINKTYPE_ETHERNET, packets)
+
+    def rendered(max_bytes: int) -> tuple[list[bytes], Dissection]:
+        monkeypatch.setattr(dissect_mod, "MAX_HOLD_BYTES", max_bytes)
+        monkeypatch.setattr(dissect_mod, "SWEEP_INTERVAL", 0.5)
+        out: list[bytes] = []
+        d = Dissection(lambda b: out.append(bytes(b)))
+        d.render = lambda entry, buf: buf.extend(f"{entry['ts']} {entry['id']}\n".encode())
+        cap = CaptureFile(io.BytesIO(data))
+        d.run(cap, cap.interfaces)
+        return out, d
+
+    reference, d0 = rendered(1 << 30)
+    spilled, d1 = rendered(300)
+    assert d0.stats["spilled"] == 0 and d1.stats["spilled"] > 0
+    assert d1.stats["forced_order"] == 0
+    assert spilled == reference and len(reference) == 25
+    stamps = [float(line.split()[0]) for line in reference]
+    assert stamps == sorted(stamps)
