@@ -52,7 +52,6 @@ import re
 from collections import deque
 from typing import Any
 
-from shark_tui.proto import graphql
 from shark_tui.proto.base import (
     CLIENT,
     DESYNCED,
@@ -69,6 +68,7 @@ from shark_tui.proto.base import (
     Truncated,
 )
 from shark_tui.proto.bodies import render_body
+from shark_tui.proto.graphql_hint import may_be_graphql
 
 #: Largest header block (start line, headers, blank line), and trailer block, that is parsed.
 #: A larger one is reported with ``Truncated`` and the direction resynchronises.
@@ -1063,21 +1063,18 @@ def _content_type(headers: list[list[str]]) -> str | None:
 
 
 def _maybe_graphql(req: _Message, request: JSON) -> bool:
-    """A cheap look before graphql-core is asked: most requests are not GraphQL."""
-    if req.method not in ("GET", "POST"):
-        return False
-    if str(request.get("path", "")).rstrip("/").endswith("graphql"):
-        return True
-    if req.method == "GET":
-        return any(k == "query" for k, _ in request.get("query") or ())
-    ctype = (_content_type(req.headers) or "").lower()
-    if "graphql" in ctype:
-        return True
-    head = bytes(req.body[:64]).lstrip()
-    return head[:1] in (b"{", b"[") and b'"query"' in req.body[:4096]
+    return may_be_graphql(
+        req.method,
+        request.get("path"),
+        request.get("query") or (),
+        _content_type(req.headers),
+        req.body,
+    )
 
 
 def _as_graphql(ex: Exchange, req: _Message) -> None:
+    from shark_tui.proto import graphql  # graphql-core is imported only when it may be needed
+
     assert ex.request is not None
     g = graphql.recognize(
         req.method,

@@ -97,6 +97,7 @@ from shark_tui.proto.base import (
     Truncated,
 )
 from shark_tui.proto.bodies import render_body
+from shark_tui.proto.graphql_hint import may_be_graphql
 
 #: The client connection preface (RFC 9113 section 3.4).
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -173,7 +174,6 @@ def _optional(name: str) -> Any:
 
 
 _GRPC: Any = _optional("shark_tui.proto.grpc")
-_GRAPHQL: Any = _optional("shark_tui.proto.graphql")
 
 
 def _text(raw: bytes) -> str:
@@ -1446,9 +1446,17 @@ def _classify(
         else:
             ex.status = None
         return
-    if _GRAPHQL is not None and ex.request is not None:
-        req = ex.request
-        g = _GRAPHQL.recognize(
+    req = ex.request
+    if req is not None and may_be_graphql(
+        req.get("method"),
+        req.get("path"),
+        req.get("query") or (),
+        _header(req_headers, "content-type"),
+        req_body,
+    ):
+        from shark_tui.proto import graphql  # graphql-core is imported only when needed
+
+        g = graphql.recognize(
             req.get("method") or "",
             req.get("path") or "",
             req.get("query") or [],
@@ -1458,7 +1466,7 @@ def _classify(
         if g is not None:
             ex.proto = "graphql"
             req["graphql"] = g
-            ex.method, ex.summary = _GRAPHQL.entry_fields(g)
+            ex.method, ex.summary = graphql.entry_fields(g)
 
 
 def _split_path(target: str) -> tuple[str, list[list[str]]]:
