@@ -30,6 +30,7 @@ from shark_tui.proto.base import (
 )
 from shark_tui.proto.http import HttpDissector
 from shark_tui.proto.http2.dissector import Http2Dissector
+from shark_tui.proto.kafka import KafkaDissector
 from shark_tui.proto.tcp import TcpDissector
 
 Entry = dict[str, Any]
@@ -99,6 +100,8 @@ def make_dissector_factory(body_cap: int) -> Callable[[str, bool, float], Dissec
             return HttpDissector(midstream=midstream, body_cap=body_cap)
         if proto in ("http2", "grpc", "graphql"):
             return Http2Dissector(midstream=midstream, body_cap=body_cap)
+        if proto == "kafka":
+            return KafkaDissector(midstream=midstream, body_cap=body_cap)
         guess = None if proto == "tcp" else proto
         return TcpDissector(start_ts=start_ts, guess=guess, midstream=midstream)
 
