@@ -31,6 +31,7 @@ from shark_tui.proto.base import (
 from shark_tui.proto.http import HttpDissector
 from shark_tui.proto.http2.dissector import Http2Dissector
 from shark_tui.proto.kafka import KafkaDissector
+from shark_tui.proto.redis import RedisDissector
 from shark_tui.proto.tcp import TcpDissector
 
 Entry = dict[str, Any]
@@ -102,6 +103,8 @@ def make_dissector_factory(body_cap: int) -> Callable[[str, bool, float], Dissec
             return Http2Dissector(midstream=midstream, body_cap=body_cap)
         if proto == "kafka":
             return KafkaDissector(midstream=midstream, body_cap=body_cap)
+        if proto == "redis":
+            return RedisDissector(midstream=midstream, body_cap=body_cap)
         guess = None if proto == "tcp" else proto
         return TcpDissector(start_ts=start_ts, guess=guess, midstream=midstream)
 
