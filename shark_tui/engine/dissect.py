@@ -18,6 +18,7 @@ from typing import IO, Any
 
 from shark_tui.engine.packet import PacketDecoder, format_ip
 from shark_tui.engine.tcp import Flow, FlowTable
+from shark_tui.proto.amqp import AmqpDissector
 from shark_tui.proto.base import (
     CLIENT,
     SERVER,
@@ -105,6 +106,8 @@ def make_dissector_factory(body_cap: int) -> Callable[[str, bool, float], Dissec
             return KafkaDissector(midstream=midstream, body_cap=body_cap)
         if proto == "redis":
             return RedisDissector(midstream=midstream, body_cap=body_cap)
+        if proto == "amqp":
+            return AmqpDissector(midstream=midstream, body_cap=body_cap)
         guess = None if proto == "tcp" else proto
         return TcpDissector(start_ts=start_ts, guess=guess, midstream=midstream)
 
