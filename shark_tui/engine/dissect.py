@@ -97,13 +97,17 @@ class EntryBuilder:
 
 
 def make_dissector_factory(body_cap: int) -> Callable[[str, bool, float], Dissector]:
+    kafka_topic_ids: dict[str, str] = {}  # Kafka topic ids are cluster-wide: shared
+
     def make(proto: str, midstream: bool, start_ts: float) -> Dissector:
         if proto == "http":
             return HttpDissector(midstream=midstream, body_cap=body_cap)
         if proto in ("http2", "grpc", "graphql"):
             return Http2Dissector(midstream=midstream, body_cap=body_cap)
         if proto == "kafka":
-            return KafkaDissector(midstream=midstream, body_cap=body_cap)
+            return KafkaDissector(
+                midstream=midstream, body_cap=body_cap, topic_ids=kafka_topic_ids
+            )
         if proto == "redis":
             return RedisDissector(midstream=midstream, body_cap=body_cap)
         if proto == "amqp":
@@ -148,6 +152,7 @@ class Dissection:
             self._on_events,
             decode_ports=decode_ports,
             select=self._select,
+            owns=self._owns,
         )
         self.stats: dict[str, int] = dict.fromkeys(
             (
@@ -163,9 +168,18 @@ class Dissection:
             0,
         )
 
+    def _owns(self, flow: Flow) -> bool:
+        """This run's share of the connections (all of them without a partition). Kafka
+        connections all go to the first worker: a Fetch on one connection names its topics
+        from a Metadata response seen on another."""
+        if self.partition is None:
+            return True
+        index, count = self.partition
+        if flow.proto == "kafka":
+            return index == 0
+        return flow.num % count == index
+
     def _select(self, flow: Flow) -> bool:
-        if self.partition is not None and flow.num % self.partition[1] != self.partition[0]:
-            return False
         if self._flow_filter is None:
             return True
         a0, p0, a1, p1 = flow.addr

@@ -130,11 +130,15 @@ class FlowTable:
         *,
         decode_ports: dict[int, str] | None = None,
         select: FlowFilter | None = None,
+        owns: FlowFilter | None = None,
     ) -> None:
         self._make = make_dissector
         self._sink = sink
         self._decode_ports = decode_ports or {}
         self._select = select
+        #: Asked once a connection's protocol is known: False leaves it undissected (another
+        #: worker process dissects it).
+        self._owns = owns
         self._flows: dict[tuple[bytes, int, bytes, int], tuple[Flow, int]] = {}
         self.active: dict[int, Flow] = {}  # num -> open flow
         self._closed: list[Flow] = []
@@ -418,6 +422,10 @@ class FlowTable:
         if flow.client < 0:
             flow.client = _client_by_ports(port0, port1)
         flow.proto = proto
+        if self._owns is not None and not self._owns(flow):
+            flow.selected = False
+            flow.undecided, flow.undecided_bytes = [], 0
+            return
         d = flow.dissector = self._make(proto, not flow.syn_seen, flow.first_ts)
         held, flow.undecided, flow.undecided_bytes = flow.undecided, [], 0
         for op, s, arg, ts in held:
