@@ -341,20 +341,31 @@ class _HeaderState:
 
     def decode(self, block: bytes) -> tuple[list[list[str]], bool]:
         """(decoded fields, some were left out)."""
-        decoder = self.decoder
-        if decoder is not None:
-            try:
-                pairs = decoder.decode(block, raw=True)
-            except Exception:
-                self.lose()
-            else:
-                return [[_text(bytes(n)), _text(bytes(v))] for n, v in pairs], False
+        decoded = self._full(block)
+        if decoded is not None:
+            return decoded, False
         if block and block[0] & 0xE0 == 0x20 and _starts_with_table_reset(block):
+            # The encoder emptied its table: the state is known again from here. One try: a
+            # block that still fails leaves the state unknown (no retry loop).
             self.decoder = self._fresh()
             self.tracked.clear()
             self.tracked_bytes = 0
-            return self.decode(block)
+            decoded = self._full(block)
+            if decoded is not None:
+                return decoded, False
         return self._partial(block)
+
+    def _full(self, block: bytes) -> list[list[str]] | None:
+        """The block through the hpack decoder while the table is known, else None."""
+        decoder = self.decoder
+        if decoder is None:
+            return None
+        try:
+            pairs = decoder.decode(block, raw=True)
+        except Exception:
+            self.lose()
+            return None
+        return [[_text(bytes(n)), _text(bytes(v))] for n, v in pairs]
 
     def _entry(self, index: int) -> tuple[str, str] | None:
         if index <= 0:
