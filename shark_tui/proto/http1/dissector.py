@@ -191,6 +191,7 @@ class _Side:
         "episode",
         "head_scan",
         "held_dropped",
+        "marks",
         "msg",
         "pair",
         "remaining",
@@ -207,6 +208,9 @@ class _Side:
         self.msg: _Message | None = None
         self.pair: _Pair | None = None
         self.res_ts = 0.0  # capture time of buf[0]
+        #: (offset in buf, capture time) where each feed still in buf began: a message that
+        #: starts at an offset gets the time of the feed that brought that byte.
+        self.marks: list[tuple[int, float]] = []
         self.head_scan = 0  # where to resume looking for the end of the head, from buf[0]
         self.at_line_start = True
         self.episode: str | None = _MIDSTREAM if midstream else None  # reason of a desync
@@ -262,6 +266,9 @@ class Http1Dissector:
             base = len(buf)
             if not base:
                 side.res_ts = ts
+                side.marks = [(0, ts)]
+            elif len(side.marks) < _MAX_MARKS:
+                side.marks.append((base, ts))
             buf += data
             resume = self._run(side, ts, base, out)
             if resume:
@@ -439,7 +446,7 @@ class Http1Dissector:
                     side.head_scan = max(0, n - pos - 2)
                     break
                 side.head_scan = 0
-                head_ts = side.res_ts if pos < base else ts
+                head_ts = _time_at(side.marks, pos) if pos < base else ts
                 headers, found = self._headers(bytes(buf[nl + 1 : end.start()]))
                 wire = end.end() - pos
                 pos = end.end()
@@ -546,6 +553,10 @@ class Http1Dissector:
         if pos:
             if pos >= base:
                 side.res_ts = ts
+                side.marks = [(0, ts)]
+            else:
+                side.marks = _trim_marks(side.marks, pos)
+                side.res_ts = side.marks[0][1]
             del buf[:pos]
         if side.state == _PAUSED or side.state == _UPGRADED:
             self._cap_held(side, out)
@@ -1053,6 +1064,24 @@ class Http1Dissector:
             _as_graphql(ex, req)
         self.stats["exchanges"] += 1
         out.append(ExchangeCompleted(exchange=ex))
+
+
+#: Feeds remembered per buffered direction (more only while a head spans that many segments).
+_MAX_MARKS = 64
+
+
+def _time_at(marks: list[tuple[int, float]], pos: int) -> float:
+    """Capture time of the feed that brought the byte at ``pos``."""
+    for offset, ts in reversed(marks):
+        if offset <= pos:
+            return ts
+    return marks[0][1] if marks else 0.0
+
+
+def _trim_marks(marks: list[tuple[int, float]], pos: int) -> list[tuple[int, float]]:
+    """``marks`` after the first ``pos`` bytes of the buffer were consumed."""
+    kept = [(offset - pos, ts) for offset, ts in marks if offset > pos]
+    return [(0, _time_at(marks, pos)), *kept]
 
 
 def _content_type(headers: list[list[str]]) -> str | None:
