@@ -8,8 +8,15 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from tests import realpeers
+
+# CI runs the property tests on a fixed seed sequence, so a green run stays green for the same
+# code; runs elsewhere explore new examples (and put failures in .hypothesis/ for replay).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")
