@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shark_tui.proto.base import CLIENT, SERVER
-from shark_tui.proto.infer import HTTP2_PREFACE, guess
+from shark_tui.proto.infer import HTTP2_PREFACE, UNKNOWN_ROLE, guess
 
 
 @pytest.mark.parametrize(
@@ -53,3 +53,23 @@ def test_unknown_bytes_are_not_guessed(data: bytes) -> None:
 def test_guess_never_raises(data: bytes) -> None:
     g = guess(data)
     assert g is None or g.role in (CLIENT, SERVER)
+
+
+def _headers_frame(block: bytes, stream: int = 1, flags: int = 0x4) -> bytes:
+    return len(block).to_bytes(3, "big") + bytes([1, flags]) + stream.to_bytes(4, "big") + block
+
+
+@pytest.mark.parametrize(
+    ("block", "role"),
+    [
+        (b"\x82\x86\x84\x41\x01a", CLIENT),  # :method GET, :scheme http, :path /, :authority
+        (b"\x88\x5f\x0a", SERVER),  # :status 200 (static 8), then a literal
+        (b"\x48\x03204", SERVER),  # literal with the indexed name :status (8)
+        (b"\x20\x82", UNKNOWN_ROLE),  # a table size update first: no look past it
+        (b"\xbe", UNKNOWN_ROLE),  # a dynamic-table index: says nothing
+    ],
+)
+def test_http2_frames_mid_connection_tell_their_sender(block: bytes, role: int) -> None:
+    data = _headers_frame(block) + _headers_frame(block, stream=3)
+    g = guess(data)
+    assert g is not None and g.proto == "http2" and g.role == role
