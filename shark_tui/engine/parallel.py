@@ -15,6 +15,7 @@ import json
 import os
 import queue
 import struct
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import IO, Any
@@ -106,20 +107,21 @@ def _single(
     path: str, make: Callable[[], Dissection], render: Renderer, out: IO[bytes]
 ) -> tuple[str | None, dict[str, dict[str, int]]]:
     buf = bytearray()
+    live = path == "-"  # a pipe (e.g. from tcpdump -w -): entries go out as they are final
 
     def emit(payload: bytearray) -> None:
         buf.extend(payload)
-        if len(buf) > _PIPE_BUFFER:
+        if live or len(buf) > _PIPE_BUFFER:
             out.write(buf)
             buf.clear()
+            if live:
+                out.flush()
 
     d = make()
     d.out = emit
     d.render = render
     f = open(path, "rb") if path != "-" else None  # noqa: SIM115 - closed below
     try:
-        import sys
-
         capture = CaptureFile(f if f is not None else sys.stdin.buffer)
         d.run(capture, capture.interfaces)
     finally:
