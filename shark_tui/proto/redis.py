@@ -482,6 +482,21 @@ class RedisDissector:
                 if not self._line(side, msg, c, line, nl + 1 - pos, ts, out):
                     continue  # desynced at pos
                 pos = nl + 1
+                b = side.bulk
+                if b is not None:
+                    # Fast path: the whole payload and its CRLF are here already (the usual
+                    # case): take them at once instead of through _PAYLOAD/_PAYLOAD_END.
+                    end = pos + b.remaining
+                    if end + 2 <= n and buf[end] == 13 and buf[end + 1] == 10:
+                        if b.limit:
+                            b.kept += buf[pos : pos + min(b.limit, b.remaining)]
+                        msg.wire += b.remaining + 2
+                        b.remaining = 0
+                        b.crlf_left = 0
+                        pos = end + 2
+                        side.bulk = None
+                        side.state = _VALUE
+                        self._value_done(side, _bulk_node(b), ts, out)
             else:  # _SCAN
                 pos = self._scan(side, pos, out)
                 if side.state == _SCAN:
