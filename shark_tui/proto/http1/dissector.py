@@ -69,6 +69,7 @@ from shark_tui.proto.base import (
 )
 from shark_tui.proto.bodies import render_body
 from shark_tui.proto.graphql_hint import may_be_graphql
+from shark_tui.proto.urls import unquote_plus
 
 #: Largest header block (start line, headers, blank line), and trailer block, that is parsed.
 #: A larger one is reported with ``Truncated`` and the direction resynchronises.
@@ -1163,28 +1164,12 @@ def _split_target(target: str) -> tuple[str, list[list[str]]]:
     for piece in query.split("&"):
         if piece:
             name, _, value = piece.partition("=")
-            pairs.append([_unquote_plus(name), _unquote_plus(value)])
+            pairs.append([unquote_plus(name), unquote_plus(value)])
     return path, pairs
 
 
-def _unquote_plus(text: str) -> str:
-    """Form-style percent-decoding (``+`` is a space); bad escapes stay as they are."""
-    text = text.replace("+", " ")
-    if "%" not in text:
-        return text
-    parts = text.split("%")
-    out = bytearray(parts[0].encode("utf-8"))
-    for part in parts[1:]:
-        code = part[:2]
-        if len(code) == 2 and all(c in _HEX for c in code):
-            out.append(int(code, 16))
-            out += part[2:].encode("utf-8")
-        else:
-            out += b"%" + part.encode("utf-8")
-    return out.decode("utf-8", "replace")
 
 
-_HEX = frozenset("0123456789abcdefABCDEF")
 
 
 def _body_json(msg: _Message, cap: int) -> JSON:
