@@ -28,6 +28,8 @@ MAX_OOO_BYTES = 4 * 1024 * 1024
 MAX_OOO_SEGMENTS = 1024
 #: Payload kept per connection while its protocol is not yet known.
 MAX_UNDECIDED_BYTES = 64 * 1024
+#: Bytes of each side's start that protocol inference looks at.
+GUESS_BYTES = 4096
 #: Connections tracked at once; past it the least recently seen are ended.
 MAX_FLOWS = 1_000_000
 #: A closed connection is forgotten this long (capture time) after it closed.
@@ -78,6 +80,7 @@ class Flow:
         "dissector",
         "first_ts",
         "halves",
+        "heads",
         "last_ts",
         "n",
         "num",
@@ -100,6 +103,8 @@ class Flow:
         self.dissector: Dissector | None = None
         self.undecided: list[tuple[int, int, Any, float]] = []  # (op, side, arg, ts) to replay
         self.undecided_bytes = 0
+        #: The first bytes of each side while the protocol is undecided (for inference).
+        self.heads: tuple[bytearray, bytearray] | None = None
         self.first_ts = ts
         self.last_ts = ts
         self.closed_at: float | None = None
@@ -395,9 +400,15 @@ class FlowTable:
         if proto is None and data is not None:
             # The start of this direction so far (a first segment may be a single byte), and
             # for a connection joined mid-way, this segment alone (it may start a message).
-            start = b"".join(a for op, s, a, _ in flow.undecided if op == _FEED and s == side)
-            g = guess(start[:4096])
-            if g is None and not flow.syn_seen and len(start) > len(data):
+            if flow.heads is None:
+                flow.heads = (bytearray(), bytearray())
+            head = flow.heads[side]
+            earlier = len(head) > 0
+            g = None
+            if len(head) < GUESS_BYTES:  # (bounded work per segment, whatever their number)
+                head += data[: GUESS_BYTES - len(head)]
+                g = guess(bytes(head))
+            if g is None and not flow.syn_seen and earlier:
                 g = guess(data)
             if g is not None:
                 if g.role in (CLIENT, SERVER):
@@ -422,6 +433,7 @@ class FlowTable:
         if flow.client < 0:
             flow.client = _client_by_ports(port0, port1)
         flow.proto = proto
+        flow.heads = None
         if self._owns is not None and not self._owns(flow):
             flow.selected = False
             flow.undecided, flow.undecided_bytes = [], 0

@@ -245,3 +245,26 @@ def test_lost_tail_acknowledged_is_a_gap_at_the_end() -> None:
     t.finish()
     (r,) = Recorder.instances
     assert r.ops[-1] == ("gap", SERVER, len(RESP) - 20) and r.finished
+
+
+def test_inference_work_is_bounded_for_tiny_segments(monkeypatch: object) -> None:
+    """Garbage in one-byte segments: inference looks at GUESS_BYTES of the start at most,
+    never re-reads everything held for every new segment (that was quadratic)."""
+    calls: list[int] = []
+    real_guess = tcp.guess
+
+    def counting(data: bytes) -> object:
+        calls.append(len(data))
+        return real_guess(data)
+
+    monkeypatch.setattr(tcp, "guess", counting)  # type: ignore[attr-defined]
+    t, c = table(), Conn()
+    c.sport = 40002
+    run(t, c.handshake())
+    for _ in range(3 * tcp.GUESS_BYTES):
+        t.segment(*c.seg(CLIENT, b"\x07"))
+    assert len(calls) <= tcp.GUESS_BYTES
+    assert max(calls) <= tcp.GUESS_BYTES
+    t.finish()
+    (r,) = Recorder.instances
+    assert r.proto == "tcp" and len(r.data[CLIENT]) == 3 * tcp.GUESS_BYTES
