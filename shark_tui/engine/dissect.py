@@ -64,9 +64,6 @@ def tune_gc() -> None:
 class EntryBuilder:
     """Turns a connection's exchanges into entries with their identity and endpoints."""
 
-    def __init__(self) -> None:
-        self._endpoints: dict[tuple[bytes, int], dict[str, Any]] = {}
-
     def _endpoint(self, ip: bytes, port: int) -> dict[str, Any]:
         return {"ip": format_ip(ip), "port": port, "pod": None, "ns": None}
 
@@ -138,7 +135,7 @@ class Dissection:
         self._flow_filter = flow_filter
         self._builder = EntryBuilder()
         # (ts, flow, n, entry): ties in ts go by flow number, then exchange number, so that the
-        # order is the same however the work is split (see `dissect_parallel`).
+        # order is the same however the work is split (see `parallel.dissect_file`).
         self._held: list[tuple[float, int, int, Any]] = []
         self._held_bytes = 0
         self._recheck_bytes = MAX_HOLD_BYTES // 8
