@@ -473,10 +473,9 @@ class FlowTable:
             self._skip_to_end(flow, side, ts)
             if flow.closed_at is not None:
                 return
-        if flow.selected:
-            if flow.dissector is None:
-                self._decide(flow, 0, None, force=True)
-            assert flow.dissector is not None
+        if flow.selected and flow.dissector is None:
+            self._decide(flow, 0, None, force=True)  # may leave it to another worker
+        if flow.selected and flow.dissector is not None:
             events = flow.dissector.finish(ts)
             if events:
                 self._sink(flow, events)

@@ -39,3 +39,19 @@ def test_jobs_keep_the_truncation_warning_and_filter(tmp_path: Path) -> None:
     for res in (one, many):
         lines = res.stderr.decode().splitlines()
         assert len(lines) == 1 and "truncated" in lines[0], lines
+
+
+def test_jobs_with_connections_that_never_carried_a_byte(tmp_path: Path) -> None:
+    """SYN-only connections are decided at the end of the file, in every worker."""
+    from tests.engine.fixtures_pcap import LINKTYPE_ETHERNET, eth_ipv4_tcp, write_pcap
+
+    t0 = 1_700_000_000_000_000_000
+    packets = [
+        (t0 + i, eth_ipv4_tcp(f"10.0.0.{i + 1}", "10.0.1.1", 40000 + i, 80, 100, 0, 2))
+        for i in range(5)
+    ]
+    path = write_pcap(tmp_path / "syn.pcap", LINKTYPE_ETHERNET, packets)
+    one = dissect(path, "--json", "--jobs", "1")
+    many = dissect(path, "--json", "--jobs", "3")
+    assert one.returncode == 0 and many.returncode == 0, many.stderr
+    assert many.stdout == one.stdout and one.stdout.count(b"\n") == 5
