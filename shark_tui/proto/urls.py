@@ -20,3 +20,13 @@ def unquote_plus(text: str) -> str:
         else:
             out += b"%" + part.encode("utf-8")
     return out.decode("utf-8", "replace")
+
+
+def query_pairs(query: str) -> list[list[str]]:
+    """``a=1&b=x%20y`` -> ``[["a", "1"], ["b", "x y"]]`` (order and repeats kept)."""
+    pairs: list[list[str]] = []
+    for piece in query.split("&"):
+        if piece:
+            name, _, value = piece.partition("=")
+            pairs.append([unquote_plus(name), unquote_plus(value)])
+    return pairs

@@ -69,7 +69,7 @@ from shark_tui.proto.base import (
 )
 from shark_tui.proto.bodies import render_body
 from shark_tui.proto.graphql_hint import may_be_graphql
-from shark_tui.proto.urls import unquote_plus
+from shark_tui.proto.urls import query_pairs
 
 #: Largest header block (start line, headers, blank line), and trailer block, that is parsed.
 #: A larger one is reported with ``Truncated`` and the direction resynchronises.
@@ -1158,18 +1158,7 @@ def _split_target(target: str) -> tuple[str, list[list[str]]]:
         path = path or "/"
     else:  # authority-form (CONNECT) or asterisk-form (OPTIONS *)
         return target, []
-    if not query:
-        return path, []
-    pairs: list[list[str]] = []
-    for piece in query.split("&"):
-        if piece:
-            name, _, value = piece.partition("=")
-            pairs.append([unquote_plus(name), unquote_plus(value)])
-    return path, pairs
-
-
-
-
+    return path, query_pairs(query) if query else []
 
 
 def _body_json(msg: _Message, cap: int) -> JSON:

@@ -98,7 +98,7 @@ from shark_tui.proto.base import (
 )
 from shark_tui.proto.bodies import render_body
 from shark_tui.proto.graphql_hint import may_be_graphql
-from shark_tui.proto.urls import unquote_plus
+from shark_tui.proto.urls import query_pairs
 
 #: The client connection preface (RFC 9113 section 3.4).
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -1484,18 +1484,7 @@ def _classify(
 def _split_path(target: str) -> tuple[str, list[list[str]]]:
     """(path without query, percent-decoded query pairs) of a ``:path``."""
     path, _, query = target.partition("?")
-    if not query:
-        return path, []
-    pairs: list[list[str]] = []
-    for piece in query.split("&"):
-        if piece:
-            name, _, value = piece.partition("=")
-            pairs.append([unquote_plus(name), unquote_plus(value)])
-    return path, pairs
-
-
-
-
+    return path, query_pairs(query) if query else []
 
 
 def _body_json(msg: _Msg, cap: int) -> JSON:
