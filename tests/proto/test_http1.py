@@ -294,6 +294,16 @@ def test_h2c_preface_sent_before_101_is_not_parsed_as_http() -> None:
     assert [e.status for e in r.ex] == [101]
 
 
+def test_101_nobody_asked_for_is_reported_and_parsing_goes_on() -> None:
+    """A 101 to a request without Upgrade (a damaged status, a broken server) switches
+    nothing: the next exchanges on the connection still parse."""
+    r = Run().c(get("/a")).s(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+    r.c(get("/b")).s(ok(b"fine"))
+    assert [(x.summary, x.status, x.error) for x in r.ex] == [("/a", 101, None), ("/b", 200, None)]
+    assert r.d.upgraded is None
+    assert [e.reason for e in r.of(Desynced)] == ["101 without an Upgrade request"]
+
+
 def test_upgrade_refused_resumes_parsing() -> None:
     req = get("/1", b"Upgrade: h2c\r\nConnection: Upgrade\r\n")
     r = Run().c(req + get("/2")).s(ok(b"a"))

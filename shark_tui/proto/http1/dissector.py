@@ -758,11 +758,18 @@ class Http1Dissector:
             self._end_message(side, out)
             return self._sides[CLIENT].state == _PAUSED and self._paused_for is pair
         connect = req is not None and req.method == "CONNECT"
-        if status == 101 or (connect and 200 <= status < 300):
+        if status == 101 and req is not None and req.upgrade is None:
+            # A server may only switch protocols when the client asked (RFC 9110 15.2.2): this
+            # 101 is damage (or a broken server). Keep parsing HTTP, and say so.
+            self.stats["desyncs"] += 1
+            out.append(
+                Desynced(direction=side.direction, reason="101 without an Upgrade request")
+            )
+        elif status == 101 or (connect and 200 <= status < 300):
             self._upgrade(side, pair, msg, connect, out)
             return False
         resume = self._sides[CLIENT].state == _PAUSED and self._paused_for is pair
-        if (req is not None and req.method == "HEAD") or status == 204 or status == 304:
+        if (req is not None and req.method == "HEAD") or status in (101, 204, 304):
             self._end_message(side, out)
             return resume
         te = found.get("transfer-encoding")
