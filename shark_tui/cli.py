@@ -36,6 +36,22 @@ def parse_size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 64K, 2M)") from None
 
 
+def parse_duration(text: str) -> int:
+    """``1h``, ``30m``, ``45s``, ``2d`` or seconds -> nanoseconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    t = text.strip().lower()
+    try:
+        if t and t[-1] in units:
+            value = float(t[:-1]) * units[t[-1]]
+        else:
+            value = float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 1h, 30m)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"not a positive duration: {text!r}")
+    return int(value * 1_000_000_000)
+
+
 def parse_decode(text: str) -> tuple[int, str]:
     from shark_tui.proto.infer import DECODABLE
 
@@ -81,7 +97,43 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="worker processes for a file (default: one per core, at most 4; stdin uses one)",
     )
+    add_daemon_parser(sub)
     return parser
+
+
+def add_daemon_parser(sub: Any) -> None:
+    d = sub.add_parser("daemon", help="the node capture daemon")
+    d.add_argument(
+        "--iface",
+        action="append",
+        default=[],
+        metavar="IFACE",
+        help="capture on IFACE (repeatable; default: every interface that is up, "
+        "and new ones as they appear)",
+    )
+    d.add_argument(
+        "--netns",
+        action="append",
+        default=[],
+        metavar="PATH_OR_NAME",
+        help="capture inside this network namespace: /proc/PID/ns/net or a /run/netns name "
+        "(repeatable; given, the daemon's own namespace is not captured)",
+    )
+    d.add_argument("--bpf", default="", metavar="EXPR", help="BPF filter (TCP only always)")
+    d.add_argument(
+        "--listen", default="127.0.0.1:8898", metavar="ADDR", help="HOST:PORT or unix:PATH"
+    )
+    d.add_argument("--store", default=None, metavar="DIR", help="segment directory")
+    d.add_argument("--max-bytes", type=parse_size, default=2 << 30, metavar="SIZE",
+                   help="store budget (default 2G)")  # fmt: skip
+    d.add_argument("--max-age", type=parse_duration, default=3600 * 10**9, metavar="DURATION",
+                   help="oldest data kept (default 1h)")  # fmt: skip
+    d.add_argument("--token-file", default=None, metavar="F", help="the clients' token")
+    d.add_argument("--tls", action="store_true", help="capture TLS plaintext with eBPF")
+    d.add_argument("--segment-bytes", type=parse_size, default=None, metavar="SIZE",
+                   help=argparse.SUPPRESS)  # fmt: skip
+    d.add_argument("--segment-age", type=parse_duration, default=None, metavar="DURATION",
+                   help=argparse.SUPPRESS)  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,7 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    handlers: dict[str, Callable[[argparse.Namespace], int]] = {"dissect": cmd_dissect}
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "dissect": cmd_dissect,
+        "daemon": cmd_daemon,
+    }
     try:
         return handlers[args.command](args)
     except UsageError as exc:
@@ -171,6 +226,55 @@ def cmd_dissect(args: argparse.Namespace) -> int:
 
         print(json.dumps(counters), file=sys.stderr)
     return EXIT_OK
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    import signal
+
+    try:
+        import pcapy
+    except ImportError as exc:  # pragma: no cover - a broken install
+        print(f"shark-tui: live capture needs pcapy-ng: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    from shark_tui.engine import netns
+    from shark_tui.engine.daemon import Daemon, DaemonConfig, capture_filter, default_store_dir
+
+    if args.tls:
+        raise UsageError("--tls: eBPF TLS capture is not built yet")
+    if args.max_bytes < 1 << 20:
+        raise UsageError(f"--max-bytes: at least 1M, got {args.max_bytes} bytes")
+    try:
+        pcapy.compile(1, 262144, capture_filter(args.bpf), 1, 0)
+    except pcapy.PcapError as exc:
+        raise UsageError(f"--bpf: {exc}") from None
+    for spec in args.netns:
+        try:
+            netns.resolve(spec)
+        except netns.NetnsError as exc:
+            raise UsageError(f"--netns: {exc}") from None
+    store = args.store or default_store_dir()
+    try:
+        os.makedirs(store, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--store {store}: {exc.strerror or exc}") from None
+    config = DaemonConfig(
+        store=store,
+        max_bytes=args.max_bytes,
+        max_age_ns=args.max_age,
+        ifaces=args.iface,
+        netns=args.netns,
+        bpf=args.bpf,
+        segment_bytes=args.segment_bytes,
+        segment_ns=args.segment_age,
+    )
+    daemon = Daemon(config)
+
+    def on_signal(signum: int, frame: object) -> None:
+        daemon.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return daemon.run()
 
 
 def format_row(entry: dict[str, Any]) -> str:

@@ -1,0 +1,307 @@
+"""The node capture daemon: sources, the writer thread, the supervisor loop.
+
+Three kinds of threads and who owns what:
+
+- one `CaptureSource` thread per interface (per namespace): libpcap only, batches onto the
+  queue;
+- the writer thread: takes batches off the queue and feeds the `Recorder` (segments, index),
+  ticks it for flushing, rotation and retention. It is the only thread that touches the
+  recorder except under ``lock``;
+- the supervisor (the thread calling `Daemon.run`): one rtnetlink watcher per namespace, opens
+  a source for every link that is up (or every named one) and for links that appear later,
+  stops sources whose link went away, and writes ``status.json`` in the store every second.
+
+`Daemon.stop` (SIGTERM/SIGINT) stops the sources, lets the writer drain the queue, and closes
+the current segment. A `kill -9` leaves the segments as they were last flushed (at most half a
+second behind); the next start trims and re-indexes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Final, TextIO
+
+from shark_tui.engine import netlink, netns
+from shark_tui.engine.capture import BatchQueue, CaptureError, CaptureSource
+from shark_tui.engine.store import Recorder
+
+__all__ = ["Daemon", "DaemonConfig", "capture_filter", "default_store_dir"]
+
+STATUS_INTERVAL: Final = 1.0
+DEFAULT_FILTER: Final = "tcp"
+
+
+def default_store_dir() -> str:
+    if os.geteuid() == 0:
+        return "/var/lib/shark-tui"
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return os.path.join(base, "shark-tui")
+
+
+def capture_filter(user: str) -> str:
+    """The BPF filter every source gets: TCP only, narrowed by the user's expression."""
+    user = user.strip()
+    return f"{DEFAULT_FILTER} and ({user})" if user else DEFAULT_FILTER
+
+
+@dataclass(slots=True)
+class DaemonConfig:
+    store: str
+    max_bytes: int
+    max_age_ns: int
+    ifaces: list[str] = field(default_factory=list)  # empty: every link that is up
+    netns: list[str] = field(default_factory=list)  # empty: the daemon's own namespace
+    bpf: str = ""
+    segment_bytes: int | None = None
+    segment_ns: int | None = None
+
+
+class _Namespace:
+    """One network namespace being watched: its label, path and link watcher."""
+
+    def __init__(self, path: str | None, label: str, watcher: netlink.LinkWatcher) -> None:
+        self.path = path
+        self.label = label
+        self.watcher = watcher
+        self.links: dict[str, netlink.Link] = {}
+
+    def source_name(self, ifname: str) -> str:
+        return f"{self.label}/{ifname}" if self.label else ifname
+
+
+class Daemon:
+    """See the module docstring."""
+
+    def __init__(self, config: DaemonConfig, log: TextIO = sys.stderr) -> None:
+        self.config = config
+        self.log = log
+        self.bpf = capture_filter(config.bpf)
+        self.queue = BatchQueue()
+        self.recorder = Recorder(
+            config.store,
+            config.max_bytes,
+            config.max_age_ns,
+            segment_bytes=config.segment_bytes,
+            segment_ns=config.segment_ns,
+        )
+        self.lock = threading.Lock()
+        self.sources: dict[str, CaptureSource] = {}  # by source name, running ones
+        self.failed: dict[str, str] = {}  # source name -> why it could not be opened
+        self.namespaces: list[_Namespace] = []
+        self.started_ns = time.time_ns()
+        self._stopping = threading.Event()
+        self._writer = threading.Thread(target=self._write_loop, name="writer", daemon=True)
+        self._wake_r, self._wake_w = os.pipe()
+        self._running = False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def say(self, line: str) -> None:
+        print(f"shark-tui daemon: {line}", file=self.log, flush=True)
+
+    def run(self) -> int:
+        """Recover the store, start capturing, supervise until `stop`. Returns an exit code."""
+        self.recorder.recover()
+        for w in self.recorder.warnings:
+            self.say(f"warning: {w}")
+        rec = self.recorder
+        if rec.stats["recovered_segments"]:
+            self.say(
+                f"store {self.config.store}: {rec.stats['recovered_segments']} segments, "
+                f"{rec.stats['recovered_packets']} packets, {len(rec.index)} connections "
+                "indexed again"
+            )
+        self._open_namespaces()
+        self._writer.start()
+        for ns in self.namespaces:
+            self._sync(ns)
+        if not self.sources:
+            self.say("error: no interface to capture on: " + "; ".join(self.failed.values()))
+            self.stop()
+            self._writer.join()
+            return 1
+        self.say(f"capturing on {', '.join(sorted(self.sources))} (filter: {self.bpf})")
+        self._running = True
+        next_status = 0.0
+        try:
+            while not self._stopping.is_set():
+                fds = [ns.watcher.fileno() for ns in self.namespaces] + [self._wake_r]
+                ready, _, _ = select.select(fds, [], [], 0.25)
+                if self._wake_r in ready:
+                    with contextlib.suppress(OSError):
+                        os.read(self._wake_r, 4096)
+                for ns in self.namespaces:
+                    if ns.watcher.fileno() in ready:
+                        self._on_links(ns)
+                now = time.monotonic()
+                if now >= next_status:
+                    next_status = now + STATUS_INTERVAL
+                    self._reap()
+                    self.write_status()
+        finally:
+            self._shutdown()
+        return 0
+
+    def stop(self) -> None:
+        """Ask `run` to finish (safe from a signal handler or another thread)."""
+        self._stopping.set()
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+
+    def _shutdown(self) -> None:
+        for src in list(self.sources.values()):
+            src.stop()
+        for src in list(self.sources.values()):
+            src.join()
+        self._stopping.set()
+        self.queue.wake()
+        self._writer.join()
+        self.write_status()
+        for ns in self.namespaces:
+            ns.watcher.close()
+        st = self.recorder.status()
+        self.say(
+            f"stopped: {st['packets']} packets stored, {st['duplicates']} duplicates dropped, "
+            f"{st['flows']} connections, {st['store_bytes']} bytes in {st['segments']} segments"
+        )
+
+    # -- namespaces and links -------------------------------------------------------------------
+
+    def _open_namespaces(self) -> None:
+        if not self.config.netns:
+            self.namespaces.append(_Namespace(None, "", netlink.LinkWatcher()))
+            return
+        for spec in self.config.netns:
+            path = netns.resolve(spec)
+            with netns.switched(path):
+                watcher = netlink.LinkWatcher()
+            self.namespaces.append(_Namespace(path, netns.label(spec), watcher))
+
+    def _wanted(self, ns: _Namespace, link: netlink.Link) -> bool:
+        if not link.up:
+            return False
+        if not self.config.ifaces:
+            return True
+        return link.name in self.config.ifaces or ns.source_name(link.name) in self.config.ifaces
+
+    def _sync(self, ns: _Namespace) -> None:
+        """Bring the sources of ``ns`` in line with a fresh dump of its links."""
+        ns.links = {link.name: link for link in ns.watcher.dump()}
+        for link in ns.links.values():
+            self._consider(ns, link)
+        prefix = f"{ns.label}/" if ns.label else ""
+        for name in [n for n in self.sources if self._in_ns(n, ns)]:
+            ifname = name[len(prefix) :]
+            if ifname not in ns.links or not ns.links[ifname].up:
+                self._drop(name, "link gone")
+
+    def _in_ns(self, name: str, ns: _Namespace) -> bool:
+        if ns.label:
+            return name.startswith(ns.label + "/")
+        return "/" not in name
+
+    def _on_links(self, ns: _Namespace) -> None:
+        try:
+            events = ns.watcher.read_events()
+        except netlink.Overflow:
+            self._sync(ns)
+            return
+        for ev in events:
+            name = ns.source_name(ev.link.name)
+            if ev.removed or not ev.link.up:
+                ns.links.pop(ev.link.name, None)
+                if name in self.sources:
+                    self._drop(name, "link removed" if ev.removed else "link down")
+            else:
+                ns.links[ev.link.name] = ev.link
+                self._consider(ns, ev.link)
+
+    def _consider(self, ns: _Namespace, link: netlink.Link) -> None:
+        name = ns.source_name(link.name)
+        if name in self.sources or not self._wanted(ns, link):
+            return
+        with self.lock:
+            desc = f"netns {ns.path}" if ns.path else ""
+            sid = self.recorder.source(name, 1, description=desc)
+        src = CaptureSource(sid, link.name, self.bpf, self.queue, ns.path, self._on_exit)
+        try:
+            src.start()
+        except CaptureError as exc:
+            self.failed[name] = str(exc)
+            self.say(f"warning: {exc}")
+            return
+        with self.lock:
+            info = self.recorder.sources[sid]
+            info.linktype = src.linktype
+        self.failed.pop(name, None)
+        self.sources[name] = src
+        if self._running:
+            self.say(f"capturing on {name}")
+
+    def _drop(self, name: str, why: str) -> None:
+        src = self.sources.pop(name, None)
+        if src is not None:
+            src.stop()
+            self.say(f"stopped capturing on {name} ({why})")
+
+    def _on_exit(self, src: CaptureSource) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+
+    def _reap(self) -> None:
+        """Forget sources whose thread ended by itself (the interface went away)."""
+        for name, src in list(self.sources.items()):
+            if not src.alive:
+                del self.sources[name]
+                self.say(f"stopped capturing on {name} ({src.error or 'ended'})")
+
+    # -- the writer -----------------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        rec = self.recorder
+        q = self.queue
+        last_tick = 0.0
+        while True:
+            batch = q.get(0.2)
+            if batch is not None:
+                with self.lock:
+                    rec.add_batch(*batch)
+            elif self._stopping.is_set() and q.bytes == 0:
+                break
+            now = time.monotonic()
+            if now - last_tick >= 0.2:
+                last_tick = now
+                with self.lock:
+                    rec.tick()
+        with self.lock:
+            rec.close()
+
+    # -- status ---------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, object]:
+        with self.lock:
+            for name, src in self.sources.items():
+                sid = src.sid
+                self.recorder.sources[sid].counters = dict(src.counters, capturing=1)
+                del name
+            st = self.recorder.status()
+        st["pid"] = os.getpid()
+        st["started_ns"] = self.started_ns
+        st["queue_bytes"] = self.queue.bytes
+        st["capturing"] = sorted(self.sources)
+        st["failed"] = dict(self.failed)
+        return st
+
+    def write_status(self) -> None:
+        path = os.path.join(self.config.store, "status.json")
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.status(), f)
+        os.replace(tmp, path)

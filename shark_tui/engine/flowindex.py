@@ -1,0 +1,299 @@
+"""The flow index: one compact record per TCP connection seen by the capture daemon.
+
+The segment writer calls `FlowIndex.add` once per stored packet with the packet's decoded TCP
+segment and where it went (segment number, block offset). The index keeps, per connection:
+both ends (client first, when the handshake or the first bytes tell which is which), the
+capture source of its first packet, first/last time, packets and bytes per direction, a
+protocol guess from the first payload bytes of each direction (`proto.infer.guess` — the only
+L7 look the always-on path takes), where its packets are (per segment: first and last block
+offset) and *checkpoints*: block offsets of client packets that follow server data (where a new
+request most likely starts), at least `CHECKPOINT_BYTES` of payload apart, from which the query
+side can re-dissect one exchange without reading the connection from its first byte.
+
+Flow numbers are assigned in the order connections first appear in the store. The segment
+writer marks the first packet of each connection in each segment with the number (a pcapng
+comment), and `add` accepts that number back when the index is rebuilt from the files: a
+restarted daemon therefore gives every connection the number it had before.
+
+Everything is bounded by the store: when a segment is deleted, `drop_segment` removes what
+pointed into it, and a connection with nothing left goes. Loopback traffic is private to its
+network namespace, so connections seen on a loopback source carry that source as a *zone* in
+their key; connections seen on real links (where the same packet crosses a pod's veth and the
+host side of it) share zone 0.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from shark_tui.engine.packet import ACK, FIN, RST, SYN, TcpSegment
+from shark_tui.proto.base import CLIENT, SERVER
+from shark_tui.proto.infer import guess
+
+__all__ = ["CHECKPOINT_BYTES", "MAX_CHECKPOINTS", "Flow", "FlowIndex"]
+
+CHECKPOINT_BYTES: Final = 64 * 1024
+"""Least payload between two checkpoints of a connection (doubled each time its list fills)."""
+MAX_CHECKPOINTS: Final = 256
+"""Checkpoints kept per connection; a full list is thinned to every other one."""
+
+# Flow.state bits
+SYN_SEEN: Final = 1
+FIN_CLIENT: Final = 2
+FIN_SERVER: Final = 4
+RESET: Final = 8
+_ENDED: Final = FIN_CLIENT | FIN_SERVER | RESET
+
+
+class Flow:
+    """One TCP connection. ``runs`` and ``checkpoints`` are flat lists of ``segment, offset...``
+    (runs: ``segment, first offset, last offset`` triples; checkpoints: pairs), oldest first."""
+
+    __slots__ = (
+        "_ck_due",
+        "_ck_shift",
+        "_last_dir",
+        "c_bytes",
+        "c_pkts",
+        "checkpoints",
+        "client",
+        "cport",
+        "first_ns",
+        "isn",
+        "key",
+        "last_ns",
+        "num",
+        "proto",
+        "runs",
+        "s_bytes",
+        "s_pkts",
+        "server",
+        "source",
+        "sport",
+        "state",
+    )
+
+    def __init__(
+        self, num: int, zone: int, client: bytes, cport: int, server: bytes, sport: int,
+        source: int, ts: int,
+    ) -> None:  # fmt: skip
+        self.num = num
+        self.key = (zone, client, cport, server, sport)
+        self.client = client
+        self.cport = cport
+        self.server = server
+        self.sport = sport
+        self.source = source
+        self.first_ns = ts
+        self.last_ns = ts
+        self.c_pkts = self.s_pkts = self.c_bytes = self.s_bytes = 0
+        self.state = 0
+        self.isn = -1
+        self.proto: str | None = None  # None until a first payload was looked at
+        self.runs: list[int] = []
+        self.checkpoints: list[int] | None = None
+        self._ck_due = 0  # client payload bytes before the next checkpoint may be taken
+        self._ck_shift = 0
+        self._last_dir = -1
+
+    def as_dict(self) -> dict[str, object]:
+        """A plain view for status output and tests."""
+        from shark_tui.engine.packet import format_ip
+
+        return {
+            "flow": self.num,
+            "client": [format_ip(self.client), self.cport],
+            "server": [format_ip(self.server), self.sport],
+            "source": self.source,
+            "first_ns": self.first_ns,
+            "last_ns": self.last_ns,
+            "packets": [self.c_pkts, self.s_pkts],
+            "bytes": [self.c_bytes, self.s_bytes],
+            "proto": self.proto,
+            "ended": bool(self.state & _ENDED),
+            "runs": [tuple(self.runs[i : i + 3]) for i in range(0, len(self.runs), 3)],
+            "checkpoints": [
+                tuple(self.checkpoints[i : i + 2]) for i in range(0, len(self.checkpoints), 2)
+            ]
+            if self.checkpoints
+            else [],
+        }
+
+
+class FlowIndex:
+    """Connections by number and by key; see the module docstring."""
+
+    __slots__ = ("by_key", "by_num", "next_num", "segment_flows", "stats")
+
+    def __init__(self) -> None:
+        self.by_num: dict[int, Flow] = {}
+        self.by_key: dict[tuple[int, bytes, int, bytes, int], Flow] = {}
+        # segment number -> numbers of the flows with a run in it (for drop_segment)
+        self.segment_flows: dict[int, list[int]] = {}
+        self.next_num = 1
+        self.stats = {"flows_created": 0, "flows_evicted": 0, "port_reuse": 0, "swapped": 0}
+
+    def __len__(self) -> int:
+        return len(self.by_num)
+
+    def add(
+        self,
+        seg: TcpSegment,
+        wire_len: int,
+        ts: int,
+        zone: int,
+        source: int,
+        segment: int,
+        offset: int,
+        number: int | None = None,
+    ) -> tuple[Flow, bool]:
+        """Account one stored packet; return its flow and whether it is the flow's first packet
+        in ``segment`` (the writer then marks it with the flow number).
+
+        ``number`` is given when rebuilding from the files: the number the packet's comment
+        carries for a connection starting (or continuing) here.
+        """
+        src, sport, dst, dport, seqno, _ack, flags, _win, payload = seg
+        f = self.by_key.get((zone, src, sport, dst, dport))
+        if f is not None:
+            direction = CLIENT
+        else:
+            f = self.by_key.get((zone, dst, dport, src, sport))
+            direction = SERVER
+        if number is not None:
+            if f is None or f.num != number:
+                known = self.by_num.get(number)
+                if known is not None:  # continuing a flow whose key was taken over since
+                    f = known
+                    direction = CLIENT if f.client == src and f.cport == sport else SERVER
+                else:
+                    f = None
+        elif (
+            f is not None
+            and flags & (SYN | ACK) == SYN
+            and direction == CLIENT
+            and (f.state & _ENDED or (f.isn >= 0 and f.isn != seqno))
+        ):
+            self.stats["port_reuse"] += 1
+            f = None
+        if f is None:
+            f, direction = self._new(src, sport, dst, dport, flags, zone, source, ts, number)
+        # -- counters
+        f.last_ns = ts
+        n = len(payload)
+        if direction == CLIENT:
+            f.c_pkts += 1
+            f.c_bytes += wire_len
+        else:
+            f.s_pkts += 1
+            f.s_bytes += wire_len
+        if flags & (SYN | FIN | RST):
+            if flags & SYN:
+                if not flags & ACK and direction == CLIENT:
+                    f.isn = seqno
+                f.state |= SYN_SEEN
+            if flags & FIN:
+                f.state |= FIN_CLIENT if direction == CLIENT else FIN_SERVER
+            if flags & RST:
+                f.state |= RESET
+        if n:
+            if f.proto is None and f._last_dir != direction:
+                direction = self._guess(f, direction, payload)
+            if direction == CLIENT:
+                if f._last_dir == SERVER and f._ck_due <= 0:
+                    cps = f.checkpoints
+                    if cps is None:
+                        cps = f.checkpoints = []
+                    cps += (segment, offset)
+                    if len(cps) >= 2 * MAX_CHECKPOINTS:
+                        kept: list[int] = []
+                        for i in range(0, len(cps), 4):  # keep pairs 0, 2, 4, ...
+                            kept += cps[i : i + 2]
+                        cps[:] = kept
+                        f._ck_shift += 1
+                    f._ck_due = CHECKPOINT_BYTES << f._ck_shift
+                f._ck_due -= n
+            f._last_dir = direction
+        # -- where it is
+        runs = f.runs
+        if runs and runs[-3] == segment:
+            runs[-1] = offset
+            return f, False
+        runs += (segment, offset, offset)
+        members = self.segment_flows.get(segment)
+        if members is None:
+            self.segment_flows[segment] = [f.num]
+        else:
+            members.append(f.num)
+        return f, True
+
+    def _new(
+        self, src: bytes, sport: int, dst: bytes, dport: int, flags: int, zone: int,
+        source: int, ts: int, number: int | None,
+    ) -> tuple[Flow, int]:  # fmt: skip
+        # Who is the client: the SYN's sender, the SYN-ACK's receiver, else the end with the
+        # higher (ephemeral-looking) port until the first payload says otherwise.
+        if flags & SYN:
+            client_is_src = not flags & ACK
+        else:
+            client_is_src = sport >= dport
+        if number is None:
+            number = self.next_num
+        if number >= self.next_num:
+            self.next_num = number + 1
+        if client_is_src:
+            f = Flow(number, zone, src, sport, dst, dport, source, ts)
+        else:
+            f = Flow(number, zone, dst, dport, src, sport, source, ts)
+        self.by_key[f.key] = f
+        self.by_num[number] = f
+        self.stats["flows_created"] += 1
+        return f, CLIENT if client_is_src else SERVER
+
+    def _guess(self, f: Flow, direction: int, payload: bytes) -> int:
+        """Guess the protocol from the first payload of a direction; fix the roles if the bytes
+        say the other end is the client and no handshake said so. Returns the direction."""
+        g = guess(payload[:4096])
+        if g is None:
+            if f._last_dir >= 0:
+                f.proto = "tcp"  # both directions spoke and neither said what it is
+            return direction
+        f.proto = g.proto
+        if g.role in (CLIENT, SERVER) and g.role != direction and not f.state & SYN_SEEN:
+            self._swap(f)
+            self.stats["swapped"] += 1
+            return g.role
+        return direction
+
+    def _swap(self, f: Flow) -> None:
+        if self.by_key.get(f.key) is f:
+            del self.by_key[f.key]
+        f.client, f.cport, f.server, f.sport = f.server, f.sport, f.client, f.cport
+        f.c_pkts, f.s_pkts = f.s_pkts, f.c_pkts
+        f.c_bytes, f.s_bytes = f.s_bytes, f.c_bytes
+        f.key = (f.key[0], f.client, f.cport, f.server, f.sport)
+        f._last_dir = -1 if f._last_dir < 0 else 1 - f._last_dir
+        self.by_key[f.key] = f
+
+    def drop_segment(self, segment: int) -> int:
+        """Forget everything that points into ``segment`` (the oldest one, being deleted);
+        return how many connections went with it."""
+        gone = 0
+        for num in self.segment_flows.pop(segment, ()):
+            f = self.by_num.get(num)
+            if f is None:
+                continue
+            runs = f.runs
+            while runs and runs[0] <= segment:
+                del runs[:3]
+            cps = f.checkpoints
+            if cps:
+                while cps and cps[0] <= segment:
+                    del cps[:2]
+            if not runs:
+                del self.by_num[num]
+                if self.by_key.get(f.key) is f:
+                    del self.by_key[f.key]
+                gone += 1
+        self.stats["flows_evicted"] += gone
+        return gone

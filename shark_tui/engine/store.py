@@ -1,0 +1,416 @@
+"""The segment store: captured packets into rotating pcapng files, with the flow index beside.
+
+`Recorder` is what the daemon's writer thread drives (it is single-threaded by design; the
+capture threads only hand it batches): packets in, `seg-NNNNNNNN.pcapng` files out, one
+interface block per capture source, original lengths kept, nanosecond timestamps. Rotation by
+size and by time; retention by total bytes and by age, oldest segment first, so the store never
+exceeds its byte budget by more than the segment being written. The buffer is written to the
+file at least every `FLUSH_INTERVAL_NS` (the daemon calls `tick`), so a `kill -9` loses at most
+that much, and a segment cut mid-block is trimmed back to its last complete block on restart.
+
+On start, `recover` reads the segments already there and rebuilds the flow index from them,
+flow numbers included (see `flowindex`), then writing continues in a new segment.
+
+The same packet seen on two capture sources (a pod-to-pod call crosses both host-side veths of
+a node's bridge, or a pod's eth0 and its host-side veth) is stored once: a packet whose TCP/IP
+identity was stored from another source during the last `DEDUP_WINDOW_NS` is counted as a
+duplicate and dropped. A retransmission is seen again on the *same* source and is kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from shark_tui import __version__
+from shark_tui.engine import pcapng
+from shark_tui.engine.flowindex import FlowIndex
+from shark_tui.engine.packet import PacketDecoder
+
+__all__ = [
+    "DEDUP_WINDOW_NS",
+    "FLUSH_INTERVAL_NS",
+    "Recorder",
+    "SegmentInfo",
+    "SourceInfo",
+    "default_segment_bytes",
+    "default_segment_ns",
+    "segment_path",
+]
+
+FLUSH_INTERVAL_NS: Final = 500_000_000
+"""Buffered packets reach the file at least this often (the contract says once a second)."""
+FLUSH_BYTES: Final = 1 << 20
+"""...or as soon as this much is buffered."""
+DEDUP_WINDOW_NS: Final = 500_000_000
+"""How long a stored packet's identity is remembered to recognise its copy on another source."""
+DEDUP_MAX_KEYS: Final = 1 << 18
+"""Identities remembered per half-window; more rotates the window early (counted)."""
+MAX_FLOWS: Final = 2_000_000
+"""Connections indexed at most; beyond it the oldest segment goes early (counted)."""
+
+_SEGMENT_RE: Final = re.compile(r"seg-(\d{8})\.pcapng$")
+_META: Final = struct.Struct("=IIII")  # pcapy-ng next_batch: sec, usec, offset, caplen
+_EPB_HEAD: Final = struct.Struct("<IIIIIII")
+_U32: Final = struct.Struct("<I")
+_PAD: Final = (b"", b"\0\0\0", b"\0\0", b"\0")
+_NS: Final = 1_000_000_000
+
+
+def segment_path(directory: str, seq: int) -> str:
+    return os.path.join(directory, f"seg-{seq:08d}.pcapng")
+
+
+def default_segment_bytes(max_bytes: int) -> int:
+    """A sixteenth of the budget, between 1 MiB and 128 MiB (never above a quarter of it)."""
+    return max(min(max_bytes // 4, 1 << 20), min(max_bytes // 16, 128 << 20))
+
+
+def default_segment_ns(max_age_ns: int) -> int:
+    """A twelfth of the retention age, between 1 s and 5 min."""
+    return max(_NS, min(max_age_ns // 12, 300 * _NS))
+
+
+@dataclass(slots=True)
+class SegmentInfo:
+    seq: int
+    path: str
+    size: int = 0
+    packets: int = 0
+    first_ns: int = 0
+    last_ns: int = 0
+    opened_wall_ns: int = 0  # when it was started (for rotation by time)
+
+
+@dataclass(slots=True)
+class SourceInfo:
+    """A capture source as the store knows it (the capture side keeps the handles)."""
+
+    name: str  # `eth0`, or `NETNS/eth0` inside a namespace
+    linktype: int
+    snaplen: int
+    description: str = ""
+    zone: int = 0  # nonzero for loopback: its connections are private to its namespace
+    packets: int = 0  # stored
+    bytes: int = 0  # stored, original lengths
+    duplicates: int = 0  # copies of a packet already stored from another source
+    counters: dict[str, int] = field(default_factory=dict)  # from the capture side
+
+
+class Recorder:
+    """Packets in, segments and the flow index out. See the module docstring."""
+
+    def __init__(
+        self,
+        directory: str,
+        max_bytes: int,
+        max_age_ns: int,
+        segment_bytes: int | None = None,
+        segment_ns: int | None = None,
+        clock: Callable[[], int] = time.time_ns,
+        max_flows: int = MAX_FLOWS,
+    ) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.max_age_ns = max_age_ns
+        self.segment_bytes = segment_bytes or default_segment_bytes(max_bytes)
+        self.segment_ns = segment_ns or default_segment_ns(max_age_ns)
+        self.max_flows = max_flows
+        self.clock = clock
+        self.index = FlowIndex()
+        self.sources: list[SourceInfo] = []
+        self._source_ids: dict[str, int] = {}
+        self.segments: list[SegmentInfo] = []  # closed ones, oldest first
+        self.current: SegmentInfo | None = None
+        self.closed_bytes = 0
+        self.stats = {
+            "packets": 0,
+            "bytes": 0,
+            "duplicates": 0,
+            "not_tcp": 0,
+            "segments_deleted": 0,
+            "segments_deleted_for_flows": 0,
+            "dedup_early_rotations": 0,
+            "flushes": 0,
+            "recovered_segments": 0,
+            "recovered_packets": 0,
+            "trimmed_bytes": 0,
+        }
+        self.warnings: list[str] = []
+        self._decoder = PacketDecoder()
+        self._fd = -1
+        self._buf = bytearray()
+        self._written = 0  # bytes of the current segment already in the file
+        self._ifmap: dict[int, int] = {}  # source id -> interface id in the current segment
+        self._last_flush = 0
+        self._dedup_new: dict[object, int] = {}
+        self._dedup_old: dict[object, int] = {}
+        self._dedup_since = 0
+        os.makedirs(directory, exist_ok=True)
+
+    # -- sources --------------------------------------------------------------------------------
+
+    def source(self, name: str, linktype: int, snaplen: int = 262144, description: str = "") -> int:
+        """The id of the source called ``name`` (registered on first use)."""
+        sid = self._source_ids.get(name)
+        if sid is None:
+            sid = len(self.sources)
+            loopback = name == "lo" or name.endswith("/lo")
+            self.sources.append(
+                SourceInfo(name, linktype, snaplen, description, zone=sid + 1 if loopback else 0)
+            )
+            self._source_ids[name] = sid
+        return sid
+
+    # -- recovery -------------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Read the segments already in the directory: trim a cut last block, rebuild the index
+        (with the flow numbers the files carry), then apply retention. Warnings go to
+        ``warnings`` (one line each)."""
+        found: list[tuple[int, str]] = []
+        for name in os.listdir(self.directory):
+            m = _SEGMENT_RE.match(name)
+            if m:
+                found.append((int(m.group(1)), os.path.join(self.directory, name)))
+        found.sort()
+        index = self.index
+        decode = PacketDecoder().decode
+        for seq, path in found:
+            with open(path, "rb") as f:
+                buf = f.read()
+            result = pcapng.SegmentScan([])
+            info = SegmentInfo(seq, path)
+            ids: list[int] = []
+            for p in pcapng.scan(buf, result):
+                while len(ids) < len(result.interfaces):
+                    name, linktype, desc = result.interfaces[len(ids)]
+                    ids.append(self.source(name, linktype, description=desc))
+                sid = ids[p.iface]
+                src = self.sources[sid]
+                info.packets += 1
+                if not info.first_ns:
+                    info.first_ns = p.ts_ns
+                info.last_ns = max(info.last_ns, p.ts_ns)
+                src.packets += 1
+                src.bytes += p.orig_len
+                seg = decode(src.linktype, p.data, p.ts_ns)
+                if seg is None:
+                    continue
+                number = pcapng.parse_flow_comment(p.comment) if p.comment else None
+                index.add(seg, p.orig_len, p.ts_ns, src.zone, sid, seq, p.offset, number)
+            if result.problem is not None:
+                if result.end == 0:
+                    self.warnings.append(f"{path}: {result.problem}; not a segment, removed")
+                    os.unlink(path)
+                    continue
+                self.warnings.append(
+                    f"{path}: {result.problem}; trimmed to its last complete block "
+                    f"({result.end} bytes, {info.packets} packets)"
+                )
+                self.stats["trimmed_bytes"] += len(buf) - result.end
+                os.truncate(path, result.end)
+            info.size = result.end
+            self.segments.append(info)
+            self.closed_bytes += info.size
+            self.stats["recovered_segments"] += 1
+            self.stats["recovered_packets"] += info.packets
+        self.enforce_retention()
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def _open_segment(self) -> SegmentInfo:
+        seq = max((s.seq for s in self.segments), default=0) + 1
+        if self.current is not None:
+            seq = max(seq, self.current.seq + 1)
+        path = segment_path(self.directory, seq)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        info = SegmentInfo(seq, path, opened_wall_ns=self.clock())
+        self.current = info
+        self._ifmap = {}
+        self._buf = bytearray(
+            pcapng.section_header(f"shark-tui segment {seq}", f"shark-tui {__version__}")
+        )
+        self._written = 0
+        return info
+
+    def _close_segment(self) -> None:
+        info = self.current
+        if info is None:
+            return
+        self.flush()
+        os.close(self._fd)
+        self._fd = -1
+        info.size = self._written
+        self.segments.append(info)
+        self.closed_bytes += info.size
+        self.current = None
+
+    def _iface(self, sid: int) -> int:
+        src = self.sources[sid]
+        iface = len(self._ifmap)
+        self._ifmap[sid] = iface
+        self._buf += pcapng.interface_description(
+            src.linktype, src.snaplen, src.name, src.description
+        )
+        return iface
+
+    def add_batch(self, sid: int, data: bytes, meta: bytes) -> None:
+        """A batch as pcapy-ng's ``next_batch`` returns it (µs timestamps, caplen = length:
+        the daemon captures with the largest snaplen)."""
+        add = self.add
+        for sec, usec, off, caplen in _META.iter_unpack(meta):
+            add(sid, sec * _NS + usec * 1000, data[off : off + caplen], caplen)
+        if len(self._buf) >= FLUSH_BYTES:
+            self.flush()
+
+    def add(self, sid: int, ts: int, data: bytes, orig_len: int) -> None:
+        """Store one packet from source ``sid`` and index it."""
+        src = self.sources[sid]
+        seg = self._decoder.decode(src.linktype, data, ts)
+        if seg is not None and not src.zone and len(self.sources) > 1:
+            key = (seg[:8], len(seg[8]))
+            first = self._dedup_new.get(key)
+            if first is None:
+                first = self._dedup_old.get(key)
+            if first is None:
+                if ts - self._dedup_since > DEDUP_WINDOW_NS or len(self._dedup_new) >= (
+                    DEDUP_MAX_KEYS
+                ):
+                    if len(self._dedup_new) >= DEDUP_MAX_KEYS:
+                        self.stats["dedup_early_rotations"] += 1
+                    self._dedup_old = self._dedup_new
+                    self._dedup_new = {}
+                    self._dedup_since = ts
+                self._dedup_new[key] = sid
+            elif first != sid:
+                src.duplicates += 1
+                self.stats["duplicates"] += 1
+                return
+        info = self.current
+        caplen = len(data)
+        n = 32 + caplen + (-caplen & 3)
+        if info is None:
+            info = self._open_segment()
+        elif info.packets and self._written + len(self._buf) + n > self.segment_bytes:
+            self.rotate()
+            info = self._open_segment()
+        iface = self._ifmap.get(sid)
+        if iface is None:
+            iface = self._iface(sid)
+        offset = self._written + len(self._buf)
+        comment = b""
+        if seg is not None:
+            flow, first = self.index.add(seg, orig_len, ts, src.zone, sid, info.seq, offset)
+            if first:
+                comment = pcapng.FLOW_COMMENT + str(flow.num).encode()
+        else:
+            self.stats["not_tcp"] += 1
+        buf = self._buf
+        if comment:
+            buf += pcapng.enhanced_packet(iface, ts, data, orig_len, comment)
+        else:
+            buf += _EPB_HEAD.pack(6, n, iface, ts >> 32, ts & 0xFFFFFFFF, caplen, orig_len)
+            buf += data
+            buf += _PAD[caplen & 3]
+            buf += _U32.pack(n)
+        info.packets += 1
+        if not info.first_ns:
+            info.first_ns = ts
+        if ts > info.last_ns:
+            info.last_ns = ts
+        src.packets += 1
+        src.bytes += orig_len
+        self.stats["packets"] += 1
+        self.stats["bytes"] += orig_len
+
+    def flush(self) -> None:
+        """Write what is buffered to the current segment (it then survives a kill -9)."""
+        self._last_flush = self.clock()
+        if not self._buf or self._fd < 0:
+            return
+        view = memoryview(self._buf)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+        self._written += len(self._buf)
+        if self.current is not None:
+            self.current.size = self._written
+        self._buf = bytearray()
+        self.stats["flushes"] += 1
+
+    def rotate(self) -> None:
+        """Close the current segment (the next packet opens a new one) and apply retention."""
+        self._close_segment()
+        self.enforce_retention()
+
+    def tick(self) -> None:
+        """Called at least every few hundred ms: flush, rotate by time, retention by age."""
+        now = self.clock()
+        if self._buf and now - self._last_flush >= FLUSH_INTERVAL_NS:
+            self.flush()
+        cur = self.current
+        if cur is not None and cur.packets and now - cur.opened_wall_ns >= self.segment_ns:
+            self.rotate()
+        elif self.segments and self.segments[0].last_ns < now - self.max_age_ns:
+            self.enforce_retention()
+        if len(self.index) > self.max_flows and (self.segments or cur is not None):
+            if not self.segments:
+                self.rotate()
+            self._delete_oldest()
+            self.stats["segments_deleted_for_flows"] += 1
+
+    def store_bytes(self) -> int:
+        cur = self.current
+        return self.closed_bytes + (self._written + len(self._buf) if cur is not None else 0)
+
+    def enforce_retention(self) -> None:
+        """Delete the oldest closed segments while over the byte budget or older than the age."""
+        cutoff = self.clock() - self.max_age_ns
+        while self.segments and (
+            self.store_bytes() > self.max_bytes or self.segments[0].last_ns < cutoff
+        ):
+            self._delete_oldest()
+
+    def _delete_oldest(self) -> None:
+        info = self.segments.pop(0)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(info.path)
+        self.closed_bytes -= info.size
+        self.index.drop_segment(info.seq)
+        self.stats["segments_deleted"] += 1
+
+    def close(self) -> None:
+        """Flush and close the current segment."""
+        self._close_segment()
+
+    def segment_list(self) -> list[SegmentInfo]:
+        """Every segment, oldest first, the current one last."""
+        return [*self.segments, *([self.current] if self.current is not None else [])]
+
+    def status(self) -> dict[str, object]:
+        return {
+            "store_bytes": self.store_bytes(),
+            "max_bytes": self.max_bytes,
+            "segments": len(self.segments) + (self.current is not None),
+            "flows": len(self.index),
+            **self.stats,
+            **self.index.stats,
+            "sources": [
+                {
+                    "name": s.name,
+                    "linktype": s.linktype,
+                    "packets": s.packets,
+                    "bytes": s.bytes,
+                    "duplicates": s.duplicates,
+                    **s.counters,
+                }
+                for s in self.sources
+            ],
+        }
