@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from shark_tui.engine.packet import ACK, FIN, RST, SYN, TcpSegment
+from shark_tui.engine.packet import ACK, FIN, RST, SYN
 from shark_tui.proto.base import CLIENT, SERVER
 from shark_tui.proto.infer import guess
 
@@ -138,7 +138,15 @@ class FlowIndex:
 
     def add(
         self,
-        seg: TcpSegment,
+        src: bytes,
+        sport: int,
+        dst: bytes,
+        dport: int,
+        seqno: int,
+        flags: int,
+        data: bytes,
+        pstart: int,
+        pend: int,
         wire_len: int,
         ts: int,
         zone: int,
@@ -150,10 +158,10 @@ class FlowIndex:
         """Account one stored packet; return its flow and whether it is the flow's first packet
         in ``segment`` (the writer then marks it with the flow number).
 
-        ``number`` is given when rebuilding from the files: the number the packet's comment
+        The TCP payload is ``data[pstart:pend]`` (sliced only when the protocol guess needs
+        it). ``number`` is given when rebuilding from the files: the number the packet's comment
         carries for a connection starting (or continuing) here.
         """
-        src, sport, dst, dport, seqno, _ack, flags, _win, payload = seg
         f = self.by_key.get((zone, src, sport, dst, dport))
         if f is not None:
             direction = CLIENT
@@ -180,7 +188,7 @@ class FlowIndex:
             f, direction = self._new(src, sport, dst, dport, flags, zone, source, ts, number)
         # -- counters
         f.last_ns = ts
-        n = len(payload)
+        n = pend - pstart
         if direction == CLIENT:
             f.c_pkts += 1
             f.c_bytes += wire_len
@@ -198,7 +206,7 @@ class FlowIndex:
                 f.state |= RESET
         if n:
             if f.proto is None and f._last_dir != direction:
-                direction = self._guess(f, direction, payload)
+                direction = self._guess(f, direction, data[pstart : min(pend, pstart + 4096)])
             if direction == CLIENT:
                 if f._last_dir == SERVER and f._ck_due <= 0:
                     cps = f.checkpoints
@@ -253,7 +261,7 @@ class FlowIndex:
     def _guess(self, f: Flow, direction: int, payload: bytes) -> int:
         """Guess the protocol from the first payload of a direction; fix the roles if the bytes
         say the other end is the client and no handshake said so. Returns the direction."""
-        g = guess(payload[:4096])
+        g = guess(payload)
         if g is None:
             if f._last_dir >= 0:
                 f.proto = "tcp"  # both directions spoke and neither said what it is

@@ -57,6 +57,8 @@ MAX_FLOWS: Final = 2_000_000
 
 _SEGMENT_RE: Final = re.compile(r"seg-(\d{8})\.pcapng$")
 _META: Final = struct.Struct("=IIII")  # pcapy-ng next_batch: sec, usec, offset, caplen
+_IP4: Final = struct.Struct("!BxHHHxB2x4s4s")  # vihl, total, id, frag, proto, src, dst
+_TCP: Final = struct.Struct("!HHIIHH")  # sport, dport, seq, ack, offset+flags, window
 _EPB_HEAD: Final = struct.Struct("<IIIIIII")
 _U32: Final = struct.Struct("<I")
 _PAD: Final = (b"", b"\0\0\0", b"\0\0", b"\0")
@@ -204,7 +206,11 @@ class Recorder:
                 if seg is None:
                     continue
                 number = pcapng.parse_flow_comment(p.comment) if p.comment else None
-                index.add(seg, p.orig_len, p.ts_ns, src.zone, sid, seq, p.offset, number)
+                payload = seg[8]
+                index.add(
+                    seg[0], seg[1], seg[2], seg[3], seg[4], seg[6], payload, 0, len(payload),
+                    p.orig_len, p.ts_ns, src.zone, sid, seq, p.offset, number,
+                )  # fmt: skip
             if result.problem is not None:
                 if result.end == 0:
                     self.warnings.append(f"{path}: {result.problem}; not a segment, removed")
@@ -263,72 +269,121 @@ class Recorder:
 
     def add_batch(self, sid: int, data: bytes, meta: bytes) -> None:
         """A batch as pcapy-ng's ``next_batch`` returns it (µs timestamps, caplen = length:
-        the daemon captures with the largest snaplen)."""
-        add = self.add
+        the daemon captures with the largest snaplen).
+
+        The common case — Ethernet, IPv4 without fragments, TCP — is decoded in this loop
+        straight from the batch buffer (no per-packet copy); anything else goes through
+        `PacketDecoder`. This loop is the daemon's per-packet cost: keep it flat.
+        """
+        src = self.sources[sid]
+        linktype = src.linktype
+        zone = src.zone
+        dedup = not zone and len(self.sources) > 1
+        index_add = self.index.add
+        ip4 = _IP4.unpack_from
+        tcp = _TCP.unpack_from
+        view = memoryview(data)
+        stats = self.stats
         for sec, usec, off, caplen in _META.iter_unpack(meta):
-            add(sid, sec * _NS + usec * 1000, data[off : off + caplen], caplen)
+            ts = sec * _NS + usec * 1000
+            end = off + caplen
+            # -- decode: the fast path inline, the rest through PacketDecoder
+            fields = None
+            if linktype == 1 and caplen >= 54 and data[off + 12] == 8 and data[off + 13] == 0:
+                vihl, total, _ident, fragw, proto, ipsrc, ipdst = ip4(data, off + 14)
+                ihl = (vihl & 15) << 2
+                t = off + 14 + ihl
+                if (
+                    vihl >> 4 == 4
+                    and ihl >= 20
+                    and proto == 6
+                    and not fragw & 0x3FFF
+                    and off + 14 + total <= end
+                    and t + 20 <= off + 14 + total
+                ):
+                    sport, dport, seqno, ackno, offfl, win = tcp(data, t)
+                    pstart = t + ((offfl >> 10) & 0x3C)
+                    pend = off + 14 + total
+                    if pstart <= pend:
+                        fields = (ipsrc, sport, ipdst, dport, seqno, ackno, offfl & 0xFF, win)
+                        pdata = data
+            if fields is None:
+                seg = self._decoder.decode(linktype, data[off:end], ts)
+                if seg is not None:
+                    fields = seg[:8]
+                    pdata = seg[8]
+                    pstart = 0
+                    pend = len(pdata)
+            if fields is not None and dedup:
+                key = (fields, pend - pstart)
+                first = self._dedup_new.get(key)
+                if first is None:
+                    first = self._dedup_old.get(key)
+                if first is None:
+                    self._remember(key, sid, ts)
+                elif first != sid:
+                    src.duplicates += 1
+                    stats["duplicates"] += 1
+                    continue
+            # -- write
+            info = self.current
+            n = 32 + caplen + (-caplen & 3)
+            if info is None:
+                info = self._open_segment()
+            elif info.packets and self._written + len(self._buf) + n > self.segment_bytes:
+                self.rotate()
+                info = self._open_segment()
+            iface = self._ifmap.get(sid)
+            if iface is None:
+                iface = self._iface(sid)
+            buf = self._buf
+            offset = self._written + len(buf)
+            if fields is not None:
+                flow, first_here = index_add(
+                    fields[0], fields[1], fields[2], fields[3], fields[4], fields[6],
+                    pdata, pstart, pend, caplen, ts, zone, sid, info.seq, offset,
+                )  # fmt: skip
+            else:
+                first_here = False
+                stats["not_tcp"] += 1
+            if first_here:
+                buf += pcapng.enhanced_packet(
+                    iface, ts, data[off:end], caplen, pcapng.FLOW_COMMENT + b"%d" % flow.num
+                )
+            else:
+                buf += _EPB_HEAD.pack(6, n, iface, ts >> 32, ts & 0xFFFFFFFF, caplen, caplen)
+                buf += view[off:end]
+                buf += _PAD[caplen & 3]
+                buf += _U32.pack(n)
+            info.packets += 1
+            if not info.first_ns:
+                info.first_ns = ts
+            if ts > info.last_ns:
+                info.last_ns = ts
+            src.packets += 1
+            src.bytes += caplen
+            stats["packets"] += 1
+            stats["bytes"] += caplen
         if len(self._buf) >= FLUSH_BYTES:
             self.flush()
 
     def add(self, sid: int, ts: int, data: bytes, orig_len: int) -> None:
-        """Store one packet from source ``sid`` and index it."""
-        src = self.sources[sid]
-        seg = self._decoder.decode(src.linktype, data, ts)
-        if seg is not None and not src.zone and len(self.sources) > 1:
-            key = (seg[:8], len(seg[8]))
-            first = self._dedup_new.get(key)
-            if first is None:
-                first = self._dedup_old.get(key)
-            if first is None:
-                if ts - self._dedup_since > DEDUP_WINDOW_NS or len(self._dedup_new) >= (
-                    DEDUP_MAX_KEYS
-                ):
-                    if len(self._dedup_new) >= DEDUP_MAX_KEYS:
-                        self.stats["dedup_early_rotations"] += 1
-                    self._dedup_old = self._dedup_new
-                    self._dedup_new = {}
-                    self._dedup_since = ts
-                self._dedup_new[key] = sid
-            elif first != sid:
-                src.duplicates += 1
-                self.stats["duplicates"] += 1
-                return
-        info = self.current
-        caplen = len(data)
-        n = 32 + caplen + (-caplen & 3)
-        if info is None:
-            info = self._open_segment()
-        elif info.packets and self._written + len(self._buf) + n > self.segment_bytes:
-            self.rotate()
-            info = self._open_segment()
-        iface = self._ifmap.get(sid)
-        if iface is None:
-            iface = self._iface(sid)
-        offset = self._written + len(self._buf)
-        comment = b""
-        if seg is not None:
-            flow, first = self.index.add(seg, orig_len, ts, src.zone, sid, info.seq, offset)
-            if first:
-                comment = pcapng.FLOW_COMMENT + str(flow.num).encode()
-        else:
-            self.stats["not_tcp"] += 1
-        buf = self._buf
-        if comment:
-            buf += pcapng.enhanced_packet(iface, ts, data, orig_len, comment)
-        else:
-            buf += _EPB_HEAD.pack(6, n, iface, ts >> 32, ts & 0xFFFFFFFF, caplen, orig_len)
-            buf += data
-            buf += _PAD[caplen & 3]
-            buf += _U32.pack(n)
-        info.packets += 1
-        if not info.first_ns:
-            info.first_ns = ts
-        if ts > info.last_ns:
-            info.last_ns = ts
-        src.packets += 1
-        src.bytes += orig_len
-        self.stats["packets"] += 1
-        self.stats["bytes"] += orig_len
+        """Store one packet (tests and tools; the daemon uses `add_batch`).
+
+        ``orig_len`` must equal ``len(data)``: live capture never cuts packets.
+        """
+        if orig_len != len(data):
+            raise ValueError("the store keeps whole packets only")
+        self.add_batch(sid, data, _META.pack(ts // _NS, ts % _NS // 1000, 0, len(data)))
+
+    def _remember(self, key: object, sid: int, ts: int) -> None:
+        if ts - self._dedup_since > DEDUP_WINDOW_NS or len(self._dedup_new) >= DEDUP_MAX_KEYS:
+            if len(self._dedup_new) >= DEDUP_MAX_KEYS:
+                self.stats["dedup_early_rotations"] += 1
+            self._dedup_old = self._dedup_new
+            self._dedup_new = {}
+            self._dedup_since = ts
+        self._dedup_new[key] = sid
 
     def flush(self) -> None:
         """Write what is buffered to the current segment (it then survives a kill -9)."""
