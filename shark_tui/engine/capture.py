@@ -189,6 +189,9 @@ class CaptureSource:
                     self._read_stats(h, loopback)
                     return
                 if events & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
+                    # keep what the kernel still hands over, then stop
+                    with contextlib.suppress(pcapy.PcapError):
+                        self._drain(h, put, sid, counters)
                     self.error = f"{self.ifname}: the interface went away"
                     return
             try:
