@@ -304,7 +304,7 @@ class Recorder:
                     sport, dport, seqno, ackno, offfl, win = tcp(data, t)
                     pstart = t + ((offfl >> 10) & 0x3C)
                     pend = off + 14 + total
-                    if pstart <= pend:
+                    if t + 20 <= pstart <= pend:  # a data offset below 5 words is malformed
                         fields = (ipsrc, sport, ipdst, dport, seqno, ackno, offfl & 0xFF, win)
                         pdata = data
             if fields is None:
