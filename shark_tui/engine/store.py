@@ -258,13 +258,14 @@ class Recorder:
         self.closed_bytes += info.size
         self.current = None
 
-    def _iface(self, sid: int) -> int:
+    def _idb(self, sid: int) -> bytes:
         src = self.sources[sid]
+        return pcapng.interface_description(src.linktype, src.snaplen, src.name, src.description)
+
+    def _iface(self, sid: int) -> int:
         iface = len(self._ifmap)
         self._ifmap[sid] = iface
-        self._buf += pcapng.interface_description(
-            src.linktype, src.snaplen, src.name, src.description
-        )
+        self._buf += self._idb(sid)
         return iface
 
     def add_batch(self, sid: int, data: bytes, meta: bytes) -> None:
@@ -284,6 +285,9 @@ class Recorder:
         tcp = _TCP.unpack_from
         view = memoryview(data)
         stats = self.stats
+        # the longest flow comment a packet of this batch may carry (one new number per packet)
+        clen = len(pcapng.FLOW_COMMENT) + len(b"%d" % (self.index.next_num + len(meta) // 16))
+        comment_room = 8 + clen + (-clen & 3)
         for sec, usec, off, caplen in _META.iter_unpack(meta):
             ts = sec * _NS + usec * 1000
             end = off + caplen
@@ -330,9 +334,14 @@ class Recorder:
             n = 32 + caplen + (-caplen & 3)
             if info is None:
                 info = self._open_segment()
-            elif info.packets and self._written + len(self._buf) + n > self.segment_bytes:
-                self.rotate()
-                info = self._open_segment()
+            elif info.packets:
+                # what may come along with the block: its flow comment, its source's interface
+                room = n + comment_room if fields is not None else n
+                if sid not in self._ifmap:
+                    room += len(self._idb(sid))
+                if self._written + len(self._buf) + room > self.segment_bytes:
+                    self.rotate()
+                    info = self._open_segment()
             iface = self._ifmap.get(sid)
             if iface is None:
                 iface = self._iface(sid)
