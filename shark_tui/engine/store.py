@@ -149,6 +149,7 @@ class Recorder:
         self._fd = -1
         self._buf = bytearray()
         self._written = 0  # bytes of the current segment already in the file
+        self._last_seq = 0  # segment numbers are never reused, even when the store emptied
         self._ifmap: dict[int, int] = {}  # source id -> interface id in the current segment
         self._last_flush = 0
         self._dedup_new: dict[object, int] = {}
@@ -182,6 +183,8 @@ class Recorder:
             if m:
                 found.append((int(m.group(1)), os.path.join(self.directory, name)))
         found.sort()
+        if found:
+            self._last_seq = max(self._last_seq, found[-1][0])
         index = self.index
         decode = PacketDecoder().decode
         for seq, path in found:
@@ -211,11 +214,11 @@ class Recorder:
                     seg[0], seg[1], seg[2], seg[3], seg[4], seg[6], payload, 0, len(payload),
                     p.orig_len, p.ts_ns, src.zone, sid, seq, p.offset, number,
                 )  # fmt: skip
+            if result.end == 0:  # not even a section header (killed before the first flush)
+                self.warnings.append(f"{path}: {result.problem or 'empty'}; not a segment, removed")
+                os.unlink(path)
+                continue
             if result.problem is not None:
-                if result.end == 0:
-                    self.warnings.append(f"{path}: {result.problem}; not a segment, removed")
-                    os.unlink(path)
-                    continue
                 self.warnings.append(
                     f"{path}: {result.problem}; trimmed to its last complete block "
                     f"({result.end} bytes, {info.packets} packets)"
@@ -232,9 +235,7 @@ class Recorder:
     # -- writing --------------------------------------------------------------------------------
 
     def _open_segment(self) -> SegmentInfo:
-        seq = max((s.seq for s in self.segments), default=0) + 1
-        if self.current is not None:
-            seq = max(seq, self.current.seq + 1)
+        seq = self._last_seq = self._last_seq + 1
         path = segment_path(self.directory, seq)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         info = SegmentInfo(seq, path, opened_wall_ns=self.clock())
