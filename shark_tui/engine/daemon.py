@@ -30,6 +30,7 @@ from typing import Final, TextIO
 
 from shark_tui.engine import netlink, netns
 from shark_tui.engine.capture import BatchQueue, CaptureError, CaptureSource
+from shark_tui.engine.reorder import Reorderer
 from shark_tui.engine.store import Recorder
 
 __all__ = ["Daemon", "DaemonConfig", "capture_filter", "default_store_dir"]
@@ -100,6 +101,7 @@ class Daemon:
         self._writer = threading.Thread(target=self._write_loop, name="writer", daemon=True)
         self._wake_r, self._wake_w = os.pipe()
         self._running = False
+        self.reorder_stats: dict[str, int] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -267,19 +269,27 @@ class Daemon:
     def _write_loop(self) -> None:
         rec = self.recorder
         q = self.queue
+        reorder = Reorderer()
         last_tick = 0.0
         while True:
-            batch = q.get(0.2)
-            if batch is not None:
+            batch = q.get(0.05)
+            while batch is not None:  # take everything queued, then store it in time order
+                reorder.push(batch)
+                batch = q.get(0)
+            done = self._stopping.is_set() and q.bytes == 0
+            ready = reorder.pop(time.time_ns(), multi=len(self.sources) > 1, final=done)
+            if ready:
                 with self.lock:
-                    rec.add_batch(*batch)
-            elif self._stopping.is_set() and q.bytes == 0:
+                    for b in ready:
+                        rec.add_batch(*b)
+            if done:
                 break
             now = time.monotonic()
             if now - last_tick >= 0.2:
                 last_tick = now
                 with self.lock:
                     rec.tick()
+                    self.reorder_stats = dict(reorder.stats, held=reorder.held)
         with self.lock:
             rec.close()
 
@@ -295,6 +305,8 @@ class Daemon:
         st["pid"] = os.getpid()
         st["started_ns"] = self.started_ns
         st["queue_bytes"] = self.queue.bytes
+        st["queue_dropped_batches"] = self.queue.dropped_batches
+        st["reorder"] = dict(self.reorder_stats)
         st["capturing"] = sorted(self.sources)
         st["failed"] = dict(self.failed)
         return st

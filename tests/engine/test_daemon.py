@@ -117,11 +117,12 @@ _PROBE = "import socket; socket.create_connection(('::1', 8000), 1).close()"
 
 
 def curl(pod: Pod, url: str, n: int = 1) -> list[int]:
-    """``n`` fetches of ``url`` from ``pod``, one connection each; their client ports."""
-    args = ["curl", "-s", "-H", "Connection: close", "-w", "%{http_code} %{local_port}\\n"]
-    for _ in range(n):
-        args += ["-o", "/dev/null", url]
-    out = pod.run(args, capture_output=True, text=True, timeout=60).stdout.split()
+    """``n`` fetches of ``url`` from ``pod``, one curl (one connection) each; their client
+    ports. (One curl with several URLs may send the next request on a connection the server
+    is closing, and then retry it on a new one.)"""
+    fetch = f"curl -s -o /dev/null -w '%{{http_code}} %{{local_port}}\\n' '{url}'"
+    script = f"for i in $(seq {n}); do {fetch}; done"
+    out = pod.run(["sh", "-c", script], capture_output=True, text=True, timeout=60).stdout.split()
     codes, ports = out[0::2], [int(p) for p in out[1::2]]
     assert codes == ["200"] * n, out
     return ports
