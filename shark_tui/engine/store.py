@@ -214,11 +214,11 @@ class Recorder:
                     seg[0], seg[1], seg[2], seg[3], seg[4], seg[6], payload, 0, len(payload),
                     p.orig_len, p.ts_ns, src.zone, sid, seq, p.offset, number,
                 )  # fmt: skip
-            if result.end == 0:  # not even a section header (killed before the first flush)
-                self.warnings.append(f"{path}: {result.problem or 'empty'}; not a segment, removed")
-                os.unlink(path)
-                continue
             if result.problem is not None:
+                if result.end == 0:
+                    self.warnings.append(f"{path}: {result.problem}; not a segment, removed")
+                    os.unlink(path)
+                    continue
                 self.warnings.append(
                     f"{path}: {result.problem}; trimmed to its last complete block "
                     f"({result.end} bytes, {info.packets} packets)"
