@@ -179,8 +179,9 @@ class FlowIndex:
         elif (
             f is not None
             and flags & (SYN | ACK) == SYN
-            and direction == CLIENT
-            and (f.state & _ENDED or (f.isn >= 0 and f.isn != seqno))
+            # a SYN on an ended connection starts a new one even from its "server" end (roles
+            # guessed from the ports can be wrong)
+            and (f.state & _ENDED or (direction == CLIENT and f.isn >= 0 and f.isn != seqno))
         ):
             self.stats["port_reuse"] += 1
             f = None
@@ -253,6 +254,8 @@ class FlowIndex:
             f = Flow(number, zone, src, sport, dst, dport, source, ts)
         else:
             f = Flow(number, zone, dst, dport, src, sport, source, ts)
+        # an older connection on these ports, keyed the other way round, is superseded
+        self.by_key.pop((zone, f.server, f.sport, f.client, f.cport), None)
         self.by_key[f.key] = f
         self.by_num[number] = f
         self.stats["flows_created"] += 1
