@@ -145,8 +145,8 @@ class Reorderer:
                     pack(ts // _NS, usec, off, caplen)
                 )
                 sids[arrival] = sid
-            for arrival, meta in by_batch.items():
-                b = (sids[arrival], datas[arrival], bytes(meta))
+            for arrival, rows_meta in by_batch.items():
+                b = (sids[arrival], datas[arrival], bytes(rows_meta))
                 first, last = _first_last(b[2])
                 self._held.append((first, last, arrival, b))
         return out
