@@ -24,6 +24,8 @@ host side of it) share zone 0.
 
 from __future__ import annotations
 
+import bisect
+from array import array
 from typing import Final
 
 from shark_tui.engine.packet import ACK, FIN, RST, SYN
@@ -46,8 +48,9 @@ _ENDED: Final = FIN_CLIENT | FIN_SERVER | RESET
 
 
 class Flow:
-    """One TCP connection. ``runs`` and ``checkpoints`` are flat lists of ``segment, offset...``
-    (runs: ``segment, first offset, last offset`` triples; checkpoints: pairs), oldest first."""
+    """One TCP connection. ``locs`` holds where each of its packets is (``segment << 32 |
+    block offset``, 8 bytes a packet, in store order); ``checkpoints`` is a flat list of
+    ``segment, offset`` pairs, oldest first."""
 
     __slots__ = (
         "_ck_due",
@@ -62,9 +65,9 @@ class Flow:
         "isn",
         "key",
         "last_ns",
+        "locs",
         "num",
         "proto",
-        "runs",
         "s_bytes",
         "s_pkts",
         "server",
@@ -90,11 +93,27 @@ class Flow:
         self.state = 0
         self.isn = -1
         self.proto: str | None = None  # None until a first payload was looked at
-        self.runs: list[int] = []
+        self.locs = array("Q")  # every packet: segment << 32 | block offset, in store order
         self.checkpoints: list[int] | None = None
         self._ck_due = 0  # client payload bytes before the next checkpoint may be taken
         self._ck_shift = 0
         self._last_dir = -1
+
+    @property
+    def runs(self) -> list[int]:
+        """Flat ``segment, first offset, last offset`` triples, oldest segment first."""
+        out: list[int] = []
+        for loc in self.locs:
+            seg, off = loc >> 32, loc & 0xFFFFFFFF
+            if out and out[-3] == seg:
+                out[-1] = off
+            else:
+                out += (seg, off, off)
+        return out
+
+    def packets(self) -> list[tuple[int, int]]:
+        """``(segment, block offset)`` of every stored packet of the connection, in order."""
+        return [(loc >> 32, loc & 0xFFFFFFFF) for loc in self.locs]
 
     def as_dict(self) -> dict[str, object]:
         """A plain view for status output and tests."""
@@ -224,11 +243,12 @@ class FlowIndex:
                 f._ck_due -= n
             f._last_dir = direction
         # -- where it is
-        runs = f.runs
-        if runs and runs[-3] == segment:
-            runs[-1] = offset
+        locs = f.locs
+        loc = (segment << 32) | offset
+        if locs and locs[-1] >> 32 == segment:
+            locs.append(loc)
             return f, False
-        runs += (segment, offset, offset)
+        locs.append(loc)
         members = self.segment_flows.get(segment)
         if members is None:
             self.segment_flows[segment] = [f.num]
@@ -294,14 +314,13 @@ class FlowIndex:
             f = self.by_num.get(num)
             if f is None:
                 continue
-            runs = f.runs
-            while runs and runs[0] <= segment:
-                del runs[:3]
+            locs = f.locs
+            del locs[: bisect.bisect_left(locs, (segment + 1) << 32)]
             cps = f.checkpoints
             if cps:
                 while cps and cps[0] <= segment:
                     del cps[:2]
-            if not runs:
+            if not locs:
                 del self.by_num[num]
                 if self.by_key.get(f.key) is f:
                     del self.by_key[f.key]

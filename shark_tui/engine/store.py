@@ -62,6 +62,7 @@ _TCP: Final = struct.Struct("!HHIIHH")  # sport, dport, seq, ack, offset+flags, 
 _EPB_HEAD: Final = struct.Struct("<IIIIIII")
 _U32: Final = struct.Struct("<I")
 _PAD: Final = (b"", b"\0\0\0", b"\0\0", b"\0")
+_FLOW_COMMENT: Final = pcapng.FLOW_COMMENT
 _NS: Final = 1_000_000_000
 
 
@@ -121,7 +122,8 @@ class Recorder:
         self.directory = directory
         self.max_bytes = max_bytes
         self.max_age_ns = max_age_ns
-        self.segment_bytes = segment_bytes or default_segment_bytes(max_bytes)
+        # offsets are kept in 32 bits (flowindex.Flow.locs)
+        self.segment_bytes = min(segment_bytes or default_segment_bytes(max_bytes), (1 << 32) - 1)
         self.segment_ns = segment_ns or default_segment_ns(max_age_ns)
         self.max_flows = max_flows
         self.clock = clock
@@ -190,6 +192,9 @@ class Recorder:
         for seq, path in found:
             with open(path, "rb") as f:
                 buf = f.read()
+            if not buf:  # killed between opening it and its first flush: nothing was stored
+                os.unlink(path)
+                continue
             result = pcapng.SegmentScan([])
             info = SegmentInfo(seq, path)
             ids: list[int] = []
@@ -199,13 +204,14 @@ class Recorder:
                     ids.append(self.source(name, linktype, description=desc))
                 sid = ids[p.iface]
                 src = self.sources[sid]
+                linktype = result.interfaces[p.iface][1]
                 info.packets += 1
                 if not info.first_ns:
                     info.first_ns = p.ts_ns
                 info.last_ns = max(info.last_ns, p.ts_ns)
                 src.packets += 1
                 src.bytes += p.orig_len
-                seg = decode(src.linktype, p.data, p.ts_ns)
+                seg = decode(linktype, p.data, p.ts_ns)
                 if seg is None:
                     continue
                 number = pcapng.parse_flow_comment(p.comment) if p.comment else None
@@ -289,6 +295,16 @@ class Recorder:
         # the longest flow comment a packet of this batch may carry (one new number per packet)
         clen = len(pcapng.FLOW_COMMENT) + len(b"%d" % (self.index.next_num + len(meta) // 16))
         comment_room = 8 + clen + (-clen & 3)
+        epb_head = _EPB_HEAD.pack
+        u32 = _U32.pack
+        pad = _PAD
+        seg_limit = self.segment_bytes
+        info = self.current
+        buf = self._buf
+        written = self._written
+        segno = info.seq if info is not None else 0
+        iface = self._ifmap.get(sid, -1) if info is not None else -1
+        packets = nbytes = first_ts = last_ts = 0
         for sec, usec, off, caplen in _META.iter_unpack(meta):
             ts = sec * _NS + usec * 1000
             end = off + caplen
@@ -331,51 +347,68 @@ class Recorder:
                     stats["duplicates"] += 1
                     continue
             # -- write
-            info = self.current
             n = 32 + caplen + (-caplen & 3)
-            if info is None:
-                info = self._open_segment()
-            elif info.packets:
-                # what may come along with the block: its flow comment, its source's interface
-                room = n + comment_room if fields is not None else n
-                if sid not in self._ifmap:
-                    room += len(self._idb(sid))
-                if self._written + len(self._buf) + room > self.segment_bytes:
+            # what may come along with the block: its flow comment (and, in a new segment,
+            # its source's interface block, which `room` counts from the start)
+            need = n + comment_room if fields is not None else n
+            if iface < 0 and info is not None:
+                need += len(self._idb(sid))
+            if info is None or (
+                (packets or info.packets) and written + len(buf) + need > seg_limit
+            ):
+                if info is not None:
+                    self._account(info, src, packets, nbytes, first_ts, last_ts)
+                    packets = nbytes = first_ts = last_ts = 0
                     self.rotate()
-                    info = self._open_segment()
-            iface = self._ifmap.get(sid)
-            if iface is None:
+                info = self._open_segment()
+                segno = info.seq
+                buf = self._buf
+                written = self._written
+                iface = -1
+            if iface < 0:
                 iface = self._iface(sid)
-            buf = self._buf
-            offset = self._written + len(buf)
+            offset = written + len(buf)
             if fields is not None:
                 flow, first_here = index_add(
                     fields[0], fields[1], fields[2], fields[3], fields[4], fields[6],
-                    pdata, pstart, pend, caplen, ts, zone, sid, info.seq, offset,
+                    pdata, pstart, pend, caplen, ts, zone, sid, segno, offset,
                 )  # fmt: skip
+                if first_here:
+                    buf += pcapng.enhanced_packet(
+                        iface, ts, data[off:end], caplen, b"%s%d" % (_FLOW_COMMENT, flow.num)
+                    )
+                    packets += 1
+                    nbytes += caplen
+                    last_ts = ts if ts > last_ts else last_ts
+                    first_ts = first_ts or ts
+                    continue
             else:
-                first_here = False
                 stats["not_tcp"] += 1
-            if first_here:
-                buf += pcapng.enhanced_packet(
-                    iface, ts, data[off:end], caplen, pcapng.FLOW_COMMENT + b"%d" % flow.num
-                )
-            else:
-                buf += _EPB_HEAD.pack(6, n, iface, ts >> 32, ts & 0xFFFFFFFF, caplen, caplen)
-                buf += view[off:end]
-                buf += _PAD[caplen & 3]
-                buf += _U32.pack(n)
-            info.packets += 1
-            if not info.first_ns:
-                info.first_ns = ts
-            if ts > info.last_ns:
-                info.last_ns = ts
-            src.packets += 1
-            src.bytes += caplen
-            stats["packets"] += 1
-            stats["bytes"] += caplen
+            buf += epb_head(6, n, iface, ts >> 32, ts & 0xFFFFFFFF, caplen, caplen)
+            buf += view[off:end]
+            buf += pad[caplen & 3]
+            buf += u32(n)
+            packets += 1
+            nbytes += caplen
+            last_ts = ts if ts > last_ts else last_ts
+            first_ts = first_ts or ts
+        if info is not None:
+            self._account(info, src, packets, nbytes, first_ts, last_ts)
         if len(self._buf) >= FLUSH_BYTES:
             self.flush()
+
+    def _account(
+        self, info: SegmentInfo, src: SourceInfo, packets: int, nbytes: int, first: int, last: int
+    ) -> None:
+        info.packets += packets
+        if not info.first_ns:
+            info.first_ns = first
+        if last > info.last_ns:
+            info.last_ns = last
+        src.packets += packets
+        src.bytes += nbytes
+        self.stats["packets"] += packets
+        self.stats["bytes"] += nbytes
 
     def add(self, sid: int, ts: int, data: bytes, orig_len: int) -> None:
         """Store one packet (tests and tools; the daemon uses `add_batch`).

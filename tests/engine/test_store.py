@@ -738,10 +738,10 @@ def test_recover_after_kill(tmp_path: Path, killed: tuple[Path, Recorder, Clock]
         whole = [s for s in in_last if s.offset < cut and _block_end(orig, s.offset) <= cut]
         msg = f"cut at {cut} of {len(orig)}, +{len(garbage)} bytes"
         # the last segment is trimmed to its last complete block; removed when even its section
-        # header is cut; an empty file (killed before the first flush) is left as it is
+        # header is cut; an empty file (killed before the first flush) goes without a word
         if cut == 0 and not garbage:
-            assert (work / last_path).stat().st_size == 0 and rec.warnings == [], msg
-            assert rec.segments[-1].seq == last_seq and rec.segments[-1].packets == 0, msg
+            assert not (work / last_path).exists() and rec.warnings == [], msg
+            assert rec.segments[-1].seq < last_seq, msg
         elif cut < 28:
             assert not (work / last_path).exists(), msg
             assert any("not a segment, removed" in w for w in rec.warnings), msg
