@@ -44,8 +44,9 @@ __all__ = [
     "segment_path",
 ]
 
-FLUSH_INTERVAL_NS: Final = 500_000_000
-"""Buffered packets reach the file at least this often (the contract says once a second)."""
+FLUSH_INTERVAL_NS: Final = 200_000_000
+"""Buffered packets reach the file at least this often (the contract says once a second;
+queries read only what is in the file, so this is also the live view's delay)."""
 FLUSH_BYTES: Final = 1 << 20
 """...or as soon as this much is buffered."""
 DEDUP_WINDOW_NS: Final = 500_000_000
@@ -89,6 +90,7 @@ class SegmentInfo:
     first_ns: int = 0
     last_ns: int = 0
     opened_wall_ns: int = 0  # when it was started (for rotation by time)
+    sources: list[int] = field(default_factory=list)  # interface id in the file -> source id
 
 
 @dataclass(slots=True)
@@ -232,6 +234,7 @@ class Recorder:
                 self.stats["trimmed_bytes"] += len(buf) - result.end
                 os.truncate(path, result.end)
             info.size = result.end
+            info.sources = ids
             self.segments.append(info)
             self.closed_bytes += info.size
             self.stats["recovered_segments"] += 1
@@ -273,6 +276,8 @@ class Recorder:
         iface = len(self._ifmap)
         self._ifmap[sid] = iface
         self._buf += self._idb(sid)
+        if self.current is not None:
+            self.current.sources.append(sid)
         return iface
 
     def add_batch(self, sid: int, data: bytes, meta: bytes) -> None:

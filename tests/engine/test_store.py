@@ -599,12 +599,15 @@ def test_tick_flushes_after_the_interval(tmp_path: Path) -> None:
     rec.add(0, clock.now, frames[0], len(frames[0]))
     rec.flush()
     flushed_at = clock.now
-    for f in frames[1:]:
-        rec.add(0, clock.step(100_000_000), f, len(f))
+    step = FLUSH_INTERVAL_NS // 4
+    for f in frames[1:3]:
+        rec.add(0, clock.step(step), f, len(f))
         rec.tick()
-        if clock.now - flushed_at < FLUSH_INTERVAL_NS:
-            assert _on_disk(path) == frames[:1]
-    assert clock.now - flushed_at >= FLUSH_INTERVAL_NS
+        assert _on_disk(path) == frames[:1]  # not yet due
+    for f in frames[3:]:
+        rec.add(0, clock.step(step), f, len(f))
+    clock.step(FLUSH_INTERVAL_NS)
+    rec.tick()
     assert _on_disk(path) == frames
 
 
