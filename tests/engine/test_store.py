@@ -598,7 +598,6 @@ def test_tick_flushes_after_the_interval(tmp_path: Path) -> None:
     frames = c.handshake() + c.exchange(*http(1))
     rec.add(0, clock.now, frames[0], len(frames[0]))
     rec.flush()
-    flushed_at = clock.now
     step = FLUSH_INTERVAL_NS // 4
     for f in frames[1:3]:
         rec.add(0, clock.step(step), f, len(f))
