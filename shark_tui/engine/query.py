@@ -1,0 +1,493 @@
+"""The daemon's query side: stored packets of the flows a query touches, dissected on demand.
+
+Nothing here runs unless a client asks. `QueryEngine` lives in one thread (the daemon's query
+thread); it reads the flow index under the recorder's lock (a snapshot of a flow's packet
+locations) and the segment files without it (memory-mapped, only what was flushed).
+
+- A `FlowCursor` dissects one indexed connection incrementally: it remembers the last packet
+  location it fed, so a flow that grew is fed only its new packets. Cursors are kept for the
+  most recently used flows (`MAX_CURSORS`); a flow whose cursor was dropped is dissected again
+  from its first stored packet when it grows.
+- The summary cache keeps, per flow, the summaries of its entries (the entry without its
+  request/response objects: what the list shows and most filters test), bounded by
+  `MAX_CACHED_ENTRIES` (the flows that ended longest ago are dropped first). A changed filter
+  re-runs over cached summaries; only a filter that looks into requests or responses, or a
+  client that wants full entries, makes the engine dissect again.
+- Entry ids are ``FLOW:N``: the flow number of the index (stable across daemon restarts) and
+  the exchange's ordinal within the connection.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import heapq
+import mmap
+import os
+import re
+import struct
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from typing import Final
+
+from shark_tui.engine import pcapng
+from shark_tui.engine.dissect import DEFAULT_BODY_CAP, Entry, EntryBuilder, make_dissector_factory
+from shark_tui.engine.filter import Filter
+from shark_tui.engine.flowindex import RESET, Flow
+from shark_tui.engine.packet import PacketDecoder, format_ip
+from shark_tui.engine.store import Recorder, SegmentInfo
+from shark_tui.engine.tcp import Flow as TcpFlow
+from shark_tui.engine.tcp import FlowTable
+from shark_tui.proto.base import Event, ExchangeCompleted
+
+__all__ = [
+    "MAX_CACHED_ENTRIES",
+    "MAX_CURSORS",
+    "FlowCursor",
+    "QueryEngine",
+    "StoreReader",
+    "needs_detail",
+    "parse_id",
+    "summary",
+]
+
+MAX_CURSORS: Final = 4096
+MAX_CACHED_ENTRIES: Final = 2_000_000
+DETAIL_KEYS: Final = ("request", "response")
+_FIN_BOTH: Final = 2 | 4
+_EPB: Final = struct.Struct("<IIIIIII")  # type, length, iface, ts hi, ts lo, caplen, orig
+_DETAIL_WORDS: Final = re.compile(r"\b(request|response|path|host|messages|records)\b")
+_QUOTED: Final = re.compile(r"\"(?:\\.|[^\"\\])*\"|'(?:\\.|[^'\\])*'")
+
+Packet = tuple[int, int, bytes, int]  # ts_ns, linktype, data, source id
+
+
+def summary(entry: Entry) -> Entry:
+    """The entry without its request and response objects."""
+    return {k: v for k, v in entry.items() if k not in DETAIL_KEYS}
+
+
+def needs_detail(text: str) -> bool:
+    """Whether a filter may look into requests or responses (then summaries cannot answer)."""
+    return bool(_DETAIL_WORDS.search(_QUOTED.sub("", text)))
+
+
+def parse_id(entry_id: str) -> tuple[int, int] | None:
+    flow, sep, n = entry_id.partition(":")
+    if not sep or not flow.isdigit() or not n.isdigit():
+        return None
+    return int(flow), int(n)
+
+
+class StoreReader:
+    """Packets by location, from the segment files (memory-mapped; only flushed bytes)."""
+
+    def __init__(self, recorder: Recorder, lock: threading.Lock) -> None:
+        self.recorder = recorder
+        self.lock = lock
+        self._maps: dict[int, tuple[mmap.mmap | None, int]] = {}
+        self._infos: dict[int, SegmentInfo] = {}
+
+    def _info(self, seq: int) -> SegmentInfo | None:
+        info = self._infos.get(seq)
+        if info is None or info is self.recorder.current:
+            with self.lock:
+                self._infos = {s.seq: s for s in self.recorder.segment_list()}
+            info = self._infos.get(seq)
+        return info
+
+    def flushed(self, seq: int) -> int:
+        """Bytes of segment ``seq`` readable now (0 when it is gone)."""
+        info = self._info(seq)
+        return 0 if info is None else info.size
+
+    def _map(self, seq: int, need: int) -> mmap.mmap | None:
+        got = self._maps.get(seq)
+        if got is not None and got[1] >= need:
+            return got[0]
+        info = self._info(seq)
+        if info is None:
+            return None
+        if got is not None and got[0] is not None:
+            got[0].close()
+        size = 0
+        m: mmap.mmap | None = None
+        try:
+            fd = os.open(info.path, os.O_RDONLY)
+        except OSError:
+            self._maps.pop(seq, None)
+            return None
+        try:
+            size = os.fstat(fd).st_size
+            if size:
+                m = mmap.mmap(fd, size, prot=mmap.PROT_READ)
+        finally:
+            os.close(fd)
+        self._maps[seq] = (m, size)
+        return m
+
+    def read(self, locs: Iterable[int]) -> list[Packet]:
+        """The packets at ``locs`` (``segment << 32 | offset``); missing ones are skipped."""
+        out: list[Packet] = []
+        rec = self.recorder
+        for loc in locs:
+            seq, off = loc >> 32, loc & 0xFFFFFFFF
+            m = self._map(seq, off + 32)
+            if m is None or off + 28 > len(m):
+                continue
+            btype, blen, iface, hi, lo, caplen, _orig = _EPB.unpack_from(m, off)
+            if btype != 6 or off + blen > len(m):
+                continue
+            info = self._infos.get(seq)
+            sid = info.sources[iface] if info is not None and iface < len(info.sources) else 0
+            linktype = rec.sources[sid].linktype if sid < len(rec.sources) else 1
+            out.append(((hi << 32) | lo, linktype, m[off + 28 : off + 28 + caplen], sid))
+        return out
+
+    def forget(self, alive: set[int]) -> None:
+        """Unmap segments that are no longer in the store."""
+        for seq in [s for s in self._maps if s not in alive]:
+            m = self._maps.pop(seq)[0]
+            if m is not None:
+                m.close()
+
+    def close(self) -> None:
+        self.forget(set())
+
+
+class FlowCursor:
+    """Incremental dissection of one indexed connection (see the module docstring)."""
+
+    __slots__ = ("_builder", "_decoder", "count", "done", "last_loc", "num", "out", "table")
+
+    def __init__(self, num: int, body_cap: int = DEFAULT_BODY_CAP) -> None:
+        self.num = num
+        self.count = 0  # exchanges emitted
+        self.last_loc = -1
+        self.done = False
+        self.out: list[Entry] = []
+        self._builder = EntryBuilder()
+        self._decoder = PacketDecoder()
+        self.table = FlowTable(make_dissector_factory(body_cap), self._on_events)
+
+    def _on_events(self, flow: TcpFlow, events: list[Event]) -> None:
+        for ev in events:
+            if isinstance(ev, ExchangeCompleted):
+                flow.num = self.num
+                flow.n = self.count
+                self.out.append(self._builder.build(flow, ev.exchange))
+                self.count = flow.n
+
+    def feed(self, packets: list[Packet]) -> None:
+        decode = self._decoder.decode
+        segment = self.table.segment
+        for ts_ns, linktype, data, _sid in sorted(packets, key=lambda p: p[0]):
+            seg = decode(linktype, data, ts_ns)
+            if seg is not None:
+                src, sport, dst, dport, seq, ack, flags, _win, payload = seg
+                segment(ts_ns / 1e9, src, sport, dst, dport, seq, ack, flags, payload)
+
+    def finish(self) -> None:
+        if not self.done:
+            self.table.finish()
+            self.done = True
+
+    def take(self) -> list[Entry]:
+        out, self.out = self.out, []
+        return out
+
+
+class _FlowView:
+    """What the query thread copies out of the index for one flow (under the lock)."""
+
+    __slots__ = ("client", "cport", "ended", "first_ns", "last_ns", "locs", "num", "proto",
+                 "server", "sport")  # fmt: skip
+
+    def __init__(self, f: Flow, since_loc: int) -> None:
+        self.num = f.num
+        self.proto = f.proto
+        self.client = format_ip(f.client)
+        self.cport = f.cport
+        self.server = format_ip(f.server)
+        self.sport = f.sport
+        self.first_ns = f.first_ns
+        self.last_ns = f.last_ns
+        self.ended = bool(f.state & RESET or f.state & _FIN_BOTH == _FIN_BOTH)
+        locs = f.locs
+        start = bisect.bisect_right(locs, since_loc) if since_loc >= 0 else 0
+        self.locs = locs[start:].tolist()
+
+
+class _Cached:
+    __slots__ = ("complete", "entries", "last_ns")
+
+    def __init__(self) -> None:
+        self.entries: list[Entry] = []  # summaries, in exchange order
+        self.complete = False  # the flow ended and every packet was fed
+        self.last_ns = 0
+
+
+class QueryEngine:
+    """Dissection on demand over a `Recorder`; used from one thread."""
+
+    def __init__(
+        self,
+        recorder: Recorder,
+        lock: threading.Lock,
+        body_cap: int = DEFAULT_BODY_CAP,
+        max_cursors: int = MAX_CURSORS,
+        max_cached_entries: int = MAX_CACHED_ENTRIES,
+    ) -> None:
+        self.recorder = recorder
+        self.lock = lock
+        self.body_cap = body_cap
+        self.reader = StoreReader(recorder, lock)
+        self.max_cursors = max_cursors
+        self.max_cached_entries = max_cached_entries
+        self._cursors: OrderedDict[int, FlowCursor] = OrderedDict()
+        self._cache: dict[int, _Cached] = {}
+        self._cached_entries = 0
+        self.stats = {"dissected_packets": 0, "cursor_evictions": 0, "cache_evictions": 0,
+                      "entries": 0, "full_redissections": 0}  # fmt: skip
+
+    # -- keeping flows up to date ---------------------------------------------------------------
+
+    def _views(self, nums: Iterable[int] | None = None) -> list[_FlowView]:
+        """Snapshot of flows (all, or ``nums``), each with the packet locations not fed yet."""
+        with self.lock:
+            by_num = self.recorder.index.by_num
+            flows = by_num.values() if nums is None else [by_num[n] for n in nums if n in by_num]
+            out = []
+            for f in flows:
+                cur = self._cursors.get(f.num)
+                out.append(_FlowView(f, cur.last_loc if cur is not None else -1))
+            return out
+
+    def update(self, views: list[_FlowView]) -> list[Entry]:
+        """Bring the cached entries of these flows up to date; return the new full entries."""
+        new: list[Entry] = []
+        for v in views:
+            cached = self._cache.get(v.num)
+            if cached is None:
+                cached = self._cache[v.num] = _Cached()
+            if cached.complete:
+                continue
+            cached.last_ns = v.last_ns
+            cur = self._cursors.get(v.num)
+            if cur is None:
+                cur = FlowCursor(v.num, self.body_cap)
+                self._cursors[v.num] = cur
+                self._evict_cursors()
+                if cached.entries:
+                    self.stats["full_redissections"] += 1
+                    with self.lock:
+                        f = self.recorder.index.by_num.get(v.num)
+                        v.locs = f.locs.tolist() if f is not None else []
+            else:
+                self._cursors.move_to_end(v.num)
+            locs = self._readable(v.locs)
+            if locs:
+                cur.feed(self.reader.read(locs))
+                cur.last_loc = locs[-1]
+                self.stats["dissected_packets"] += len(locs)
+            if v.ended and len(locs) == len(v.locs):
+                cur.finish()
+            entries = cur.take()
+            known = len(cached.entries)
+            for e in entries:
+                n = parse_id(e["id"])
+                if n is not None and n[1] <= known:
+                    continue  # dissected again after the cursor was dropped: already cached
+                cached.entries.append(summary(e))
+                self._cached_entries += 1
+                new.append(e)
+            if cur.done:
+                cached.complete = True
+                self._cursors.pop(v.num, None)
+        self.stats["entries"] += len(new)
+        self._evict_cache()
+        return new
+
+    def _readable(self, locs: list[int]) -> list[int]:
+        """The prefix of ``locs`` already flushed to the files."""
+        if not locs:
+            return locs
+        last_seq = locs[-1] >> 32
+        limit = self.reader.flushed(last_seq)
+        if (locs[-1] & 0xFFFFFFFF) < limit:
+            return locs
+        cut = bisect.bisect_left(locs, (last_seq << 32) | limit)
+        return locs[:cut]
+
+    def _evict_cursors(self) -> None:
+        while len(self._cursors) > self.max_cursors:
+            self._cursors.popitem(last=False)
+            self.stats["cursor_evictions"] += 1
+
+    def _evict_cache(self) -> None:
+        if self._cached_entries <= self.max_cached_entries:
+            return
+        by_age = sorted(self._cache.items(), key=lambda kv: kv[1].last_ns)
+        for num, c in by_age:
+            if self._cached_entries <= self.max_cached_entries * 9 // 10:
+                break
+            self._cached_entries -= len(c.entries)
+            del self._cache[num]
+            self._cursors.pop(num, None)
+            self.stats["cache_evictions"] += 1
+
+    def forget_deleted(self) -> None:
+        """Drop what belongs to flows the store no longer has."""
+        with self.lock:
+            alive = set(self.recorder.index.by_num)
+            segs = {s.seq for s in self.recorder.segment_list()}
+        for num in [n for n in self._cache if n not in alive]:
+            self._cached_entries -= len(self._cache.pop(num).entries)
+            self._cursors.pop(num, None)
+        self.reader.forget(segs)
+
+    # -- queries --------------------------------------------------------------------------------
+
+    def poll(self, dirty: Iterable[int]) -> list[Entry]:
+        """New full entries of the flows that received packets (the live feed)."""
+        nums = list(dirty)
+        if not nums:
+            return []
+        return self.update(self._views(nums))
+
+    def backlog(
+        self,
+        flt: Filter,
+        since_ns: int = 0,
+        newest_first: bool = False,
+        limit: int = 0,
+        detail: bool = False,
+        on_new: Callable[[list[Entry]], None] | None = None,
+    ) -> Iterator[list[Entry]]:
+        """The stored entries matching ``flt``, in batches: in ts order, or the newest
+        ``limit`` newest first. Entries dissected for the first time on the way are also handed
+        to ``on_new`` (the live subscribers must hear of them)."""
+        views = [v for v in self._views() if v.last_ns >= since_ns]
+        pushdown = flt.pushdown
+        if pushdown.selective:
+            views = [
+                v for v in views
+                if pushdown.flow_may_match(v.proto, v.client, v.cport, v.server, v.sport)
+            ]  # fmt: skip
+        full = detail or needs_detail(flt.text)
+        since = since_ns / 1e9
+        pred = flt.predicate
+        if newest_first:
+            views.sort(key=lambda v: v.last_ns, reverse=True)
+            best: list[tuple[float, str, Entry]] = []  # min-heap of the newest `limit`
+            for v in views:
+                if limit and len(best) >= limit and best[0][0] >= v.last_ns / 1e9:
+                    break  # nothing in this flow (or older ones) is newer than what we have
+                for e in self._entries_of(v, full, on_new):
+                    if e["ts"] < since or not pred(e):
+                        continue
+                    item = (e["ts"], e["id"], e)
+                    if not limit or len(best) < limit:
+                        heapq.heappush(best, item)
+                    elif item > best[0]:
+                        heapq.heapreplace(best, item)
+            ordered = [e for _, _, e in sorted(best, key=lambda t: (t[0], t[1]), reverse=True)]
+            for i in range(0, len(ordered), 500):
+                yield ordered[i : i + 500]
+            return
+        views.sort(key=lambda v: v.first_ns)
+        matched: list[tuple[float, int, int, Entry]] = []
+        for v in views:
+            for e in self._entries_of(v, full, on_new):
+                if e["ts"] >= since and pred(e):
+                    num, n = parse_id(e["id"]) or (0, 0)
+                    matched.append((e["ts"], num, n, e))
+        matched.sort(key=lambda t: t[:3])
+        if limit:
+            matched = matched[-limit:]
+        for i in range(0, len(matched), 500):
+            yield [t[3] for t in matched[i : i + 500]]
+
+    def _entries_of(
+        self, v: _FlowView, full: bool, on_new: Callable[[list[Entry]], None] | None
+    ) -> list[Entry]:
+        new = self.update([v])
+        if new and on_new is not None:
+            on_new(new)
+        if not full:
+            cached = self._cache.get(v.num)
+            return cached.entries if cached is not None else []
+        return self.dissect_whole(v.num)
+
+    def dissect_whole(self, num: int) -> list[Entry]:
+        """Every full entry of flow ``num``, dissected again from its first stored packet."""
+        with self.lock:
+            f = self.recorder.index.by_num.get(num)
+            if f is None:
+                return []
+            locs = f.locs.tolist()
+            ended = bool(f.state & RESET or f.state & _FIN_BOTH == _FIN_BOTH)
+        locs = self._readable(locs)
+        cur = FlowCursor(num, self.body_cap)
+        cur.feed(self.reader.read(locs))
+        if ended:
+            cur.finish()
+        return cur.take()
+
+    def get_entry(self, entry_id: str) -> Entry | None:
+        """The full entry ``FLOW:N``, or None."""
+        key = parse_id(entry_id)
+        if key is None:
+            return None
+        num, _n = key
+        for e in self.dissect_whole(num):
+            if e["id"] == entry_id:
+                return e
+        return None
+
+    def flows_of(self, flt: Filter | None, ids: Iterable[str]) -> set[int]:
+        """The flow numbers holding the selected entries (ids, or all entries matching flt)."""
+        nums = {k[0] for k in map(parse_id, ids) if k is not None}
+        if flt is not None:
+            for batch in self.backlog(flt):
+                nums.update(k[0] for k in (parse_id(e["id"]) for e in batch) if k is not None)
+        return nums
+
+    def export(self, nums: set[int]) -> Iterator[bytes]:
+        """pcapng bytes of every stored packet of the flows ``nums``, in time order, each once;
+        one interface block per capture source used."""
+        with self.lock:
+            locs: list[int] = []
+            for num in nums:
+                f = self.recorder.index.by_num.get(num)
+                if f is not None:
+                    locs += f.locs.tolist()
+        locs.sort()
+        packets: list[Packet] = []
+        for i in range(0, len(locs), 4096):
+            packets += self.reader.read(self._readable(locs[i : i + 4096]))
+        packets.sort(key=lambda p: p[0])
+        yield pcapng.section_header("exported by shark-tui", "shark-tui")
+        ifaces: dict[int, int] = {}
+        chunk = bytearray()
+        for ts, _linktype, data, sid in packets:
+            iface = ifaces.get(sid)
+            if iface is None:
+                iface = ifaces[sid] = len(ifaces)
+                src = self.recorder.sources[sid]
+                chunk += pcapng.interface_description(
+                    src.linktype, src.snaplen, src.name, src.description
+                )
+            chunk += pcapng.enhanced_packet(iface, ts, data, len(data))
+            if len(chunk) >= 1 << 20:
+                yield bytes(chunk)
+                chunk = bytearray()
+        if chunk:
+            yield bytes(chunk)
+        self.stats["exported_packets"] = self.stats.get("exported_packets", 0) + len(packets)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.reader.close()
+
