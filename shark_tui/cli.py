@@ -244,7 +244,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     if args.max_bytes < 1 << 20:
         raise UsageError(f"--max-bytes: at least 1M, got {args.max_bytes} bytes")
     try:
-        pcapy.compile(1, 262144, capture_filter(args.bpf), 1, 0)
+        pcapy.compile(1, 262144, capture_filter(args.bpf, 1), 1, 0)
     except pcapy.PcapError as exc:
         raise UsageError(f"--bpf: {exc}") from None
     for spec in args.netns:
@@ -252,6 +252,17 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             netns.resolve(spec)
         except netns.NetnsError as exc:
             raise UsageError(f"--netns: {exc}") from None
+    from shark_tui.engine.server import default_token_path, ensure_token, parse_listen
+
+    try:
+        listen = parse_listen(args.listen)
+    except ValueError as exc:
+        raise UsageError(f"--listen: {exc}") from None
+    token_path = args.token_file or default_token_path()
+    try:
+        token = ensure_token(token_path)
+    except OSError as exc:
+        raise UsageError(f"--token-file {token_path}: {exc.strerror or exc}") from None
     store = args.store or default_store_dir()
     try:
         os.makedirs(store, exist_ok=True)
@@ -266,6 +277,8 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         bpf=args.bpf,
         segment_bytes=args.segment_bytes,
         segment_ns=args.segment_age,
+        listen=listen,
+        token=token,
     )
     daemon = Daemon(config)
 

@@ -31,6 +31,7 @@ from typing import Final, TextIO
 from shark_tui.engine import netlink, netns
 from shark_tui.engine.capture import BatchQueue, CaptureError, CaptureSource
 from shark_tui.engine.reorder import Reorderer
+from shark_tui.engine.server import Server
 from shark_tui.engine.store import Recorder
 
 __all__ = ["Daemon", "DaemonConfig", "capture_filter", "default_store_dir"]
@@ -46,10 +47,15 @@ def default_store_dir() -> str:
     return os.path.join(base, "shark-tui")
 
 
-def capture_filter(user: str) -> str:
-    """The BPF filter every source gets: TCP only, narrowed by the user's expression."""
+def capture_filter(user: str, own_port: int = 0) -> str:
+    """The BPF filter every source gets: TCP only, not the daemon's own clients (their
+    frames would be captured, stored and shown to them again), narrowed by the user's
+    expression."""
+    expr = DEFAULT_FILTER
+    if own_port:
+        expr += f" and not port {own_port}"
     user = user.strip()
-    return f"{DEFAULT_FILTER} and ({user})" if user else DEFAULT_FILTER
+    return f"{expr} and ({user})" if user else expr
 
 
 @dataclass(slots=True)
@@ -62,6 +68,8 @@ class DaemonConfig:
     bpf: str = ""
     segment_bytes: int | None = None
     segment_ns: int | None = None
+    listen: tuple[str, int] | str | None = None  # None: no query socket
+    token: str = ""
 
 
 class _Namespace:
@@ -83,7 +91,8 @@ class Daemon:
     def __init__(self, config: DaemonConfig, log: TextIO = sys.stderr) -> None:
         self.config = config
         self.log = log
-        self.bpf = capture_filter(config.bpf)
+        own_port = config.listen[1] if isinstance(config.listen, tuple) else 0
+        self.bpf = capture_filter(config.bpf, own_port)
         self.queue = BatchQueue()
         self.recorder = Recorder(
             config.store,
@@ -101,6 +110,7 @@ class Daemon:
         self._writer = threading.Thread(target=self._write_loop, name="writer", daemon=True)
         self._wake_r, self._wake_w = os.pipe()
         self._running = False
+        self.server: Server | None = None
         self.reorder_stats: dict[str, int] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -120,6 +130,17 @@ class Daemon:
                 f"{rec.stats['recovered_packets']} packets, {len(rec.index)} connections "
                 "indexed again"
             )
+        if self.config.listen is not None:
+            self.server = Server(
+                self.recorder, self.lock, self.config.token, self.config.listen, self.status,
+                log=self.say,
+            )
+            try:
+                self.server.start()
+            except OSError as exc:
+                self.say(f"error: cannot listen on {self.config.listen}: {exc.strerror or exc}")
+                return 1
+            self.say(f"serving queries on {self.server.address}")
         self._open_namespaces()
         self._writer.start()
         for ns in self.namespaces:
@@ -158,6 +179,8 @@ class Daemon:
             os.write(self._wake_w, b"x")
 
     def _shutdown(self) -> None:
+        if self.server is not None:
+            self.server.stop()
         for src in list(self.sources.values()):
             src.stop()
         for src in list(self.sources.values()):

@@ -142,7 +142,7 @@ class Flow:
 class FlowIndex:
     """Connections by number and by key; see the module docstring."""
 
-    __slots__ = ("by_key", "by_num", "next_num", "segment_flows", "stats")
+    __slots__ = ("by_key", "by_num", "dirty", "next_num", "segment_flows", "stats")
 
     def __init__(self) -> None:
         self.by_num: dict[int, Flow] = {}
@@ -150,6 +150,8 @@ class FlowIndex:
         # segment number -> numbers of the flows with a run in it (for drop_segment)
         self.segment_flows: dict[int, list[int]] = {}
         self.next_num = 1
+        #: Flows that received packets since the query side last looked (None: nobody looks).
+        self.dirty: set[int] | None = None
         self.stats = {"flows_created": 0, "flows_evicted": 0, "port_reuse": 0, "swapped": 0}
 
     def __len__(self) -> int:
@@ -208,6 +210,8 @@ class FlowIndex:
             f, direction = self._new(src, sport, dst, dport, flags, zone, source, ts, number)
         # -- counters
         f.last_ns = ts
+        if self.dirty is not None:
+            self.dirty.add(f.num)
         n = pend - pstart
         if direction == CLIENT:
             f.c_pkts += 1

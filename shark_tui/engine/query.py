@@ -249,7 +249,8 @@ class QueryEngine:
         self._cache: dict[int, _Cached] = {}
         self._cached_entries = 0
         self.stats = {"dissected_packets": 0, "cursor_evictions": 0, "cache_evictions": 0,
-                      "entries": 0, "full_redissections": 0}  # fmt: skip
+                      "entries": 0, "full_redissections": 0, "exported_packets": 0}  # fmt: skip
+        self.last_export_packets = 0
 
     # -- keeping flows up to date ---------------------------------------------------------------
 
@@ -485,7 +486,8 @@ class QueryEngine:
                 chunk = bytearray()
         if chunk:
             yield bytes(chunk)
-        self.stats["exported_packets"] = self.stats.get("exported_packets", 0) + len(packets)
+        self.last_export_packets = len(packets)
+        self.stats["exported_packets"] += len(packets)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
