@@ -70,8 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"shark-tui {__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
-    d = sub.add_parser("dissect", help="print the API calls in a capture file")
-    d.add_argument("file", help="a pcap or pcapng file, or - for stdin")
+    d = sub.add_parser("dissect", help="print the API calls in a capture file or a daemon")
+    d.add_argument("file", nargs="?", help="a pcap or pcapng file, or - for stdin")
+    d.add_argument("--attach", metavar="HOST:PORT", help="a running daemon instead of a file")
+    d.add_argument("--follow", action="store_true", help="with --attach: keep streaming")
+    d.add_argument("--token-file", default=None, metavar="F", help="the daemon's token")
     d.add_argument("--json", action="store_true", help="one JSON entry per line")
     d.add_argument("--filter", default="", metavar="EXPR", help="only entries matching EXPR")
     d.add_argument(
@@ -98,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="worker processes for a file (default: one per core, at most 4; stdin uses one)",
     )
     add_daemon_parser(sub)
+    x = sub.add_parser("export", help="save the connections of selected entries as pcapng")
+    x.add_argument("file", nargs="?", help="a pcap or pcapng file, or - for stdin")
+    x.add_argument("--attach", metavar="HOST:PORT", help="a running daemon instead of a file")
+    x.add_argument("--filter", default="", metavar="EXPR", help="entries matching EXPR")
+    x.add_argument("--ids", default="", metavar="ID,...", help="these entries")
+    x.add_argument("-o", dest="out", required=True, metavar="OUT", help="output file, - for stdout")
+    x.add_argument("--token-file", default=None, metavar="F", help="the daemon's token")
     return parser
 
 
@@ -145,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "dissect": cmd_dissect,
         "daemon": cmd_daemon,
+        "export": cmd_export,
     }
     try:
         return handlers[args.command](args)
@@ -160,8 +171,160 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
 
 
+def _read_token(path: str | None) -> str:
+    from shark_tui.engine.server import default_token_path
+
+    path = path or default_token_path()
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError as exc:
+        raise UsageError(
+            f"--token-file {path}: {exc.strerror or exc} (the daemon writes it at start; "
+            "run as the same user or pass --token-file)"
+        ) from None
+
+
+def _attach_or_file(args: argparse.Namespace) -> None:
+    if (args.attach is None) == (args.file is None):
+        raise UsageError("give a capture FILE or --attach HOST:PORT (one of them)")
+
+
+def cmd_dissect_attach(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import msgspec
+
+    from shark_tui.engine.client import Client, ClientError
+    from shark_tui.engine.filter import FilterError, compile_filter
+
+    try:
+        compile_filter(args.filter)
+    except FilterError as exc:
+        raise UsageError(f"--filter: {exc}") from None
+    token = _read_token(args.token_file)
+    out = sys.stdout.buffer
+    encode = msgspec.json.Encoder().encode
+
+    async def run() -> None:
+        client = await Client.connect(args.attach, token)
+        try:
+            async for m in client.subscribe(args.filter, detail=True, follow=args.follow):
+                entries = getattr(m, "entries", None)
+                if not isinstance(entries, list):
+                    continue
+                buf = bytearray()
+                for e in entries:
+                    buf += encode(e) + b"\n" if args.json else format_row(e).encode()
+                out.write(buf)
+                out.flush()
+        finally:
+            await client.close()
+
+    try:
+        asyncio.run(run())
+    except ClientError as exc:
+        print(f"shark-tui: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from shark_tui.engine.client import Client, ClientError
+    from shark_tui.engine.filter import FilterError, compile_filter
+
+    _attach_or_file(args)
+    try:
+        compile_filter(args.filter)
+    except FilterError as exc:
+        raise UsageError(f"--filter: {exc}") from None
+    ids = [i.strip() for i in args.ids.split(",") if i.strip()]
+    if args.file is not None:
+        return _export_file(args, ids)
+    token = _read_token(args.token_file)
+
+    async def run() -> int:
+        client = await Client.connect(args.attach, token)
+        try:
+            with _output(args.out) as f:
+                async for chunk in client.export(args.filter, ids):
+                    f.write(chunk)
+            done = client.last_export
+        finally:
+            await client.close()
+        if done is not None and args.out != "-":
+            print(
+                f"shark-tui: {done.packets} packets of {done.connections} connections "
+                f"written to {args.out}",
+                file=sys.stderr,
+            )
+        return EXIT_OK
+
+    try:
+        return asyncio.run(run())
+    except ClientError as exc:
+        print(f"shark-tui: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+
+
+@contextlib.contextmanager
+def _output(path: str) -> Any:
+    if path == "-":
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    try:
+        f = open(path, "wb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise UsageError(f"-o {path}: {exc.strerror or exc}") from None
+    with f:
+        yield f
+
+
+def _export_file(args: argparse.Namespace, ids: list[str]) -> int:
+    import tempfile
+    import threading
+
+    from shark_tui.engine.capfile import CaptureFormatError
+    from shark_tui.engine.filter import compile_filter
+    from shark_tui.engine.offline import import_capture
+    from shark_tui.engine.query import QueryEngine
+
+    with tempfile.TemporaryDirectory(prefix="shark-tui-export-") as tmp:
+        try:
+            rec, warning = import_capture(args.file, tmp)
+        except CaptureFormatError as exc:
+            raise UsageError(f"{args.file}: {exc}") from None
+        except OSError as exc:
+            raise UsageError(f"{args.file}: {exc.strerror or exc}") from None
+        if warning:
+            print(f"shark-tui: warning: {args.file}: {warning}", file=sys.stderr)
+        engine = QueryEngine(rec, threading.Lock())
+        flt = compile_filter(args.filter) if args.filter or not ids else None
+        nums = engine.flows_of(flt, ids)
+        with _output(args.out) as f:
+            for chunk in engine.export(nums):
+                f.write(chunk)
+        engine.close()
+        if args.out != "-":
+            print(
+                f"shark-tui: {engine.last_export_packets} packets of {len(nums)} connections "
+                f"written to {args.out}",
+                file=sys.stderr,
+            )
+    return EXIT_OK
+
+
 def cmd_dissect(args: argparse.Namespace) -> int:
     import msgspec
+
+    _attach_or_file(args)
+    if args.attach is not None:
+        return cmd_dissect_attach(args)
+    if args.follow:
+        raise UsageError("--follow needs --attach")
 
     from shark_tui.engine.capfile import CaptureFormatError
     from shark_tui.engine.dissect import Dissection, tune_gc

@@ -280,7 +280,13 @@ class Recorder:
             self.current.sources.append(sid)
         return iface
 
-    def add_batch(self, sid: int, data: bytes, meta: bytes) -> None:
+    def add_batch(
+        self,
+        sid: int,
+        data: bytes,
+        meta: bytes,
+        exact: list[tuple[int, int]] | None = None,
+    ) -> None:
         """A batch as pcapy-ng's ``next_batch`` returns it (µs timestamps, caplen = length:
         the daemon captures with the largest snaplen).
 
@@ -310,8 +316,14 @@ class Recorder:
         segno = info.seq if info is not None else 0
         iface = self._ifmap.get(sid, -1) if info is not None else -1
         packets = nbytes = first_ts = last_ts = 0
+        k = -1
         for sec, usec, off, caplen in _META.iter_unpack(meta):
-            ts = sec * _NS + usec * 1000
+            if exact is None:
+                ts = sec * _NS + usec * 1000
+                orig = caplen
+            else:  # imported from a file: nanoseconds and cut packets
+                k += 1
+                ts, orig = exact[k]
             end = off + caplen
             # -- decode: the fast path inline, the rest through PacketDecoder
             fields = None
@@ -376,25 +388,25 @@ class Recorder:
             if fields is not None:
                 flow, first_here = index_add(
                     fields[0], fields[1], fields[2], fields[3], fields[4], fields[6],
-                    pdata, pstart, pend, caplen, ts, zone, sid, segno, offset,
+                    pdata, pstart, pend, orig, ts, zone, sid, segno, offset,
                 )  # fmt: skip
                 if first_here:
                     buf += pcapng.enhanced_packet(
-                        iface, ts, data[off:end], caplen, b"%s%d" % (_FLOW_COMMENT, flow.num)
+                        iface, ts, data[off:end], orig, b"%s%d" % (_FLOW_COMMENT, flow.num)
                     )
                     packets += 1
-                    nbytes += caplen
+                    nbytes += orig
                     last_ts = ts if ts > last_ts else last_ts
                     first_ts = first_ts or ts
                     continue
             else:
                 stats["not_tcp"] += 1
-            buf += epb_head(6, n, iface, ts >> 32, ts & 0xFFFFFFFF, caplen, caplen)
+            buf += epb_head(6, n, iface, ts >> 32, ts & 0xFFFFFFFF, caplen, orig)
             buf += view[off:end]
             buf += pad[caplen & 3]
             buf += u32(n)
             packets += 1
-            nbytes += caplen
+            nbytes += orig
             last_ts = ts if ts > last_ts else last_ts
             first_ts = first_ts or ts
         if info is not None:
@@ -416,13 +428,10 @@ class Recorder:
         self.stats["bytes"] += nbytes
 
     def add(self, sid: int, ts: int, data: bytes, orig_len: int) -> None:
-        """Store one packet (tests and tools; the daemon uses `add_batch`).
-
-        ``orig_len`` must equal ``len(data)``: live capture never cuts packets.
-        """
-        if orig_len != len(data):
-            raise ValueError("the store keeps whole packets only")
-        self.add_batch(sid, data, _META.pack(ts // _NS, ts % _NS // 1000, 0, len(data)))
+        """Store one packet (imports, tests; the daemon uses `add_batch`)."""
+        self.add_batch(
+            sid, data, _META.pack(ts // _NS, ts % _NS // 1000, 0, len(data)), [(ts, orig_len)]
+        )
 
     def _remember(self, key: object, sid: int, ts: int) -> None:
         if ts - self._dedup_since > DEDUP_WINDOW_NS or len(self._dedup_new) >= DEDUP_MAX_KEYS:
