@@ -322,7 +322,7 @@ def test_packets_and_interfaces_in_one_segment(tmp_path: Path) -> None:
     f2 = fx.sll(fx.ipv4_tcp("10.0.0.2", "10.0.0.1", 80, 40000, 5, 1001, SYN | ACK))
     rec.add(anyi, T0 + 1_000, f2, len(f2))  # the SLL source first: it is interface 0
     rec.add(eth, T0 + 2_000, f1, len(f1))
-    rec.add(eth, T0 + 3_999, f1, len(f1))  # sub-µs part dropped (pcapy-ng is µs)
+    rec.add(eth, T0 + 3_999, f1, len(f1))  # add() keeps nanoseconds (imported files)
     rec.close()
     buf = Path(segment_path(str(tmp_path), 1)).read_bytes()
     reader = CaptureReader()
@@ -335,7 +335,7 @@ def test_packets_and_interfaces_in_one_segment(tmp_path: Path) -> None:
     assert pkts == [
         (T0 + 1_000, 0, f2, len(f2)),
         (T0 + 2_000, 1, f1, len(f1)),
-        (T0 + 3_000, 1, f1, len(f1)),
+        (T0 + 3_999, 1, f1, len(f1)),
     ]
     result = pcapng.SegmentScan([])
     scanned = list(pcapng.scan(buf, result))
@@ -347,10 +347,17 @@ def test_packets_and_interfaces_in_one_segment(tmp_path: Path) -> None:
     assert f.source == anyi
 
 
-def test_whole_packets_only(tmp_path: Path) -> None:
+def test_cut_packets_keep_their_original_length(tmp_path: Path) -> None:
+    """Imported files may hold packets cut by a snaplen: the segment says how long they were."""
     rec = make(tmp_path, Clock())
-    with pytest.raises(ValueError):
-        rec.add(0, T0, b"abcd", 10)
+    c = Conn("10.0.0.1", 40000, "10.0.0.2", 80)
+    frame = c.client(b"GET / HTTP/1.1\r\n\r\n", flags=PSH | ACK)
+    rec.add(0, T0, frame[:60], len(frame))
+    rec.close()
+    reader = CaptureReader()
+    pkts = reader.feed(Path(segment_path(str(tmp_path), 1)).read_bytes())
+    assert pkts == [(T0, 0, frame[:60], len(frame))]
+    assert rec.sources[0].bytes == len(frame)
 
 
 def test_not_tcp_stored_and_counted(tmp_path: Path) -> None:
