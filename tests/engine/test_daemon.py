@@ -55,8 +55,11 @@ class Daemon:
     def __init__(self, store: str, *args: str) -> None:
         self.store = store
         self.lines: list[str] = []
+        own = [
+            "--listen", f"unix:{store}.sock", "--token-file", f"{store}.token",
+        ]  # fmt: skip
         self.proc = subprocess.Popen(
-            [SHARK, "daemon", "--store", store, *args],
+            [SHARK, "daemon", "--store", store, *own, *args],
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,
