@@ -56,6 +56,8 @@ MAX_CURSORS: Final = 4096
 MAX_CACHED_ENTRIES: Final = 2_000_000
 DETAIL_KEYS: Final = ("request", "response")
 _FIN_BOTH: Final = 2 | 4
+#: Protocols a dissection cannot start in the middle of (HTTP/2's header tables).
+_NO_MIDSTREAM: Final = frozenset({"http2", "grpc", "graphql"})
 _EPB: Final = struct.Struct("<IIIIIII")  # type, length, iface, ts hi, ts lo, caplen, orig
 _DETAIL_WORDS: Final = re.compile(r"\b(request|response|path|host|messages|records)\b")
 _QUOTED: Final = re.compile(r"\"(?:\\.|[^\"\\])*\"|'(?:\\.|[^'\\])*'")
@@ -249,7 +251,8 @@ class QueryEngine:
         self._cache: dict[int, _Cached] = {}
         self._cached_entries = 0
         self.stats = {"dissected_packets": 0, "cursor_evictions": 0, "cache_evictions": 0,
-                      "entries": 0, "full_redissections": 0, "exported_packets": 0}  # fmt: skip
+                      "entries": 0, "full_redissections": 0, "exported_packets": 0,
+                      "checkpoint_reads": 0, "full_reads": 0}  # fmt: skip
         self.last_export_packets = 0
 
     # -- keeping flows up to date ---------------------------------------------------------------
@@ -437,14 +440,69 @@ class QueryEngine:
         return cur.take()
 
     def get_entry(self, entry_id: str) -> Entry | None:
-        """The full entry ``FLOW:N``, or None."""
+        """The full entry ``FLOW:N``, or None.
+
+        A long connection is not dissected from its first byte: when the entry's summary is
+        cached, dissection starts at the flow's last checkpoint (a client packet after server
+        data, where a request starts) at or before the entry's time and stops as soon as the
+        entry is complete. HTTP/2 (its header tables) and connections without checkpoints are
+        dissected whole."""
         key = parse_id(entry_id)
         if key is None:
             return None
-        num, _n = key
+        num, n = key
+        cached = self._cache.get(num)
+        if cached is not None and 0 < n <= len(cached.entries):
+            found = self._from_checkpoint(num, cached.entries[n - 1])
+            if found is not None:
+                found["id"] = entry_id
+                self.stats["checkpoint_reads"] += 1
+                return found
+        self.stats["full_reads"] += 1
         for e in self.dissect_whole(num):
             if e["id"] == entry_id:
                 return e
+        return None
+
+    def _from_checkpoint(self, num: int, want: Entry) -> Entry | None:
+        with self.lock:
+            f = self.recorder.index.by_num.get(num)
+            if f is None or not f.checkpoints or f.proto in _NO_MIDSTREAM:
+                return None
+            cps = list(zip(f.checkpoints[0::2], f.checkpoints[1::2], strict=True))
+            locs = f.locs.tolist()
+        ts_ns = round(want["ts"] * 1e9)
+        # the last checkpoint at or before the entry (checkpoints are in time order)
+        start = -1
+        lo, hi = 0, len(cps)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            seg, off = cps[mid]
+            got = self.reader.read([(seg << 32) | off])
+            if got and got[0][0] <= ts_ns:
+                start = (seg << 32) | off
+                lo = mid + 1
+            else:
+                hi = mid
+        if start < 0:
+            return None
+        rest = self._readable(locs[bisect.bisect_left(locs, start) :])
+        cur = FlowCursor(num, self.body_cap)
+
+        def same(e: Entry) -> bool:
+            # everything the summary holds but the id must agree, or this start was wrong
+            # (a pipelined response still in flight at the checkpoint, say): then go whole
+            return all(e.get(k) == v for k, v in want.items() if k != "id")
+
+        for i in range(0, len(rest), 64):
+            cur.feed(self.reader.read(rest[i : i + 64]))
+            for e in cur.take():
+                if e["ts"] >= want["ts"]:
+                    return e if same(e) else None
+        cur.finish()
+        for e in cur.take():
+            if e["ts"] >= want["ts"]:
+                return e if same(e) else None
         return None
 
     def flows_of(self, flt: Filter | None, ids: Iterable[str]) -> set[int]:
