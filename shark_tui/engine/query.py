@@ -204,7 +204,7 @@ class _FlowView:
     """What the query thread copies out of the index for one flow (under the lock)."""
 
     __slots__ = ("client", "cport", "ended", "first_ns", "last_ns", "locs", "num", "proto",
-                 "server", "sport")  # fmt: skip
+                 "server", "sliced", "sport")  # fmt: skip
 
     def __init__(self, f: Flow, since_loc: int) -> None:
         self.num = f.num
@@ -219,6 +219,7 @@ class _FlowView:
         locs = f.locs
         start = bisect.bisect_right(locs, since_loc) if since_loc >= 0 else 0
         self.locs = locs[start:].tolist()
+        self.sliced = start > 0  # starts where a cursor stopped: only that cursor may use it
 
 
 class _Cached:
@@ -283,8 +284,9 @@ class QueryEngine:
                 cur = FlowCursor(v.num, self.body_cap)
                 self._cursors[v.num] = cur
                 self._evict_cursors()
-                if cached.entries:
-                    self.stats["full_redissections"] += 1
+                if cached.entries or v.sliced:  # (the cursor the view was cut for is gone)
+                    if cached.entries:
+                        self.stats["full_redissections"] += 1
                     with self.lock:
                         f = self.recorder.index.by_num.get(v.num)
                         v.locs = f.locs.tolist() if f is not None else []
