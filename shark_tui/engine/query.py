@@ -223,12 +223,14 @@ class _FlowView:
 
 
 class _Cached:
-    __slots__ = ("complete", "entries", "last_ns")
+    __slots__ = ("complete", "emitted", "entries", "last_ns")
 
     def __init__(self) -> None:
-        self.entries: list[Entry] = []  # summaries, in exchange order
+        # summaries, in exchange order; None when the cache bound dropped them
+        self.entries: list[Entry] | None = []
         self.complete = False  # the flow ended and every packet was fed
         self.last_ns = 0
+        self.emitted = 0  # entries handed out as new (N of ``FLOW:N``); outlives `entries`
 
 
 class QueryEngine:
@@ -276,6 +278,10 @@ class QueryEngine:
             cached = self._cache.get(v.num)
             if cached is None:
                 cached = self._cache[v.num] = _Cached()
+            summaries = cached.entries
+            if summaries is None:  # dropped by the cache bound: dissect it again
+                summaries = cached.entries = []
+                cached.complete = False
             if cached.complete:
                 continue
             cached.last_ns = v.last_ns
@@ -284,8 +290,8 @@ class QueryEngine:
                 cur = FlowCursor(v.num, self.body_cap)
                 self._cursors[v.num] = cur
                 self._evict_cursors()
-                if cached.entries or v.sliced:  # (the cursor the view was cut for is gone)
-                    if cached.entries:
+                if cached.emitted or v.sliced:  # (the cursor the view was cut for is gone)
+                    if cached.emitted:
                         self.stats["full_redissections"] += 1
                     with self.lock:
                         f = self.recorder.index.by_num.get(v.num)
@@ -300,19 +306,22 @@ class QueryEngine:
             if v.ended and len(locs) == len(v.locs):
                 cur.finish()
             entries = cur.take()
-            known = len(cached.entries)
+            known = len(summaries)
             for e in entries:
                 n = parse_id(e["id"])
-                if n is not None and n[1] <= known:
+                k = n[1] if n is not None else 0
+                if k <= known:
                     continue  # dissected again after the cursor was dropped: already cached
-                cached.entries.append(summary(e))
+                summaries.append(summary(e))
                 self._cached_entries += 1
-                new.append(e)
+                if k > cached.emitted:  # not when dissected again after the cache dropped it
+                    cached.emitted = k
+                    new.append(e)
             if cur.done:
                 cached.complete = True
                 self._cursors.pop(v.num, None)
         self.stats["entries"] += len(new)
-        self._evict_cache()
+        self._evict_cache({v.num for v in views})
         return new
 
     def _readable(self, locs: list[int]) -> list[int]:
@@ -331,15 +340,22 @@ class QueryEngine:
             self._cursors.popitem(last=False)
             self.stats["cursor_evictions"] += 1
 
-    def _evict_cache(self) -> None:
+    def _evict_cache(self, keep: set[int]) -> None:
+        """Drop the summaries of the flows that ended longest ago, not those of ``keep`` (the
+        flows being answered). A dropped flow keeps how many of its entries went out as new,
+        so dissecting it again does not hand them out again."""
         if self._cached_entries <= self.max_cached_entries:
             return
-        by_age = sorted(self._cache.items(), key=lambda kv: kv[1].last_ns)
+        by_age = sorted(
+            ((num, c) for num, c in self._cache.items() if c.entries and num not in keep),
+            key=lambda kv: kv[1].last_ns,
+        )
         for num, c in by_age:
             if self._cached_entries <= self.max_cached_entries * 9 // 10:
                 break
-            self._cached_entries -= len(c.entries)
-            del self._cache[num]
+            self._cached_entries -= len(c.entries or ())
+            c.entries = None
+            c.complete = False
             self._cursors.pop(num, None)
             self.stats["cache_evictions"] += 1
 
@@ -349,7 +365,7 @@ class QueryEngine:
             alive = set(self.recorder.index.by_num)
             segs = {s.seq for s in self.recorder.segment_list()}
         for num in [n for n in self._cache if n not in alive]:
-            self._cached_entries -= len(self._cache.pop(num).entries)
+            self._cached_entries -= len(self._cache.pop(num).entries or ())
             self._cursors.pop(num, None)
         self.reader.forget(segs)
 
@@ -423,7 +439,7 @@ class QueryEngine:
             on_new(new)
         if not full:
             cached = self._cache.get(v.num)
-            return cached.entries if cached is not None else []
+            return cached.entries or [] if cached is not None else []
         return self.dissect_whole(v.num)
 
     def dissect_whole(self, num: int) -> list[Entry]:
@@ -454,7 +470,7 @@ class QueryEngine:
             return None
         num, n = key
         cached = self._cache.get(num)
-        if cached is not None and 0 < n <= len(cached.entries):
+        if cached is not None and cached.entries is not None and 0 < n <= len(cached.entries):
             found = self._from_checkpoint(num, cached.entries[n - 1])
             if found is not None:
                 found["id"] = entry_id
