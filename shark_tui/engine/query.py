@@ -62,7 +62,7 @@ _EPB: Final = struct.Struct("<IIIIIII")  # type, length, iface, ts hi, ts lo, ca
 _DETAIL_WORDS: Final = re.compile(r"\b(request|response|path|host|messages|records)\b")
 _QUOTED: Final = re.compile(r"\"(?:\\.|[^\"\\])*\"|'(?:\\.|[^'\\])*'")
 
-Packet = tuple[int, int, bytes, int]  # ts_ns, linktype, data, source id
+Packet = tuple[int, int, bytes, int, int]  # ts_ns, linktype, data, source id, original length
 
 
 def summary(entry: Entry) -> Entry:
@@ -138,13 +138,13 @@ class StoreReader:
             m = self._map(seq, off + 32)
             if m is None or off + 28 > len(m):
                 continue
-            btype, blen, iface, hi, lo, caplen, _orig = _EPB.unpack_from(m, off)
+            btype, blen, iface, hi, lo, caplen, orig = _EPB.unpack_from(m, off)
             if btype != 6 or off + blen > len(m):
                 continue
             info = self._infos.get(seq)
             sid = info.sources[iface] if info is not None and iface < len(info.sources) else 0
             linktype = rec.sources[sid].linktype if sid < len(rec.sources) else 1
-            out.append(((hi << 32) | lo, linktype, m[off + 28 : off + 28 + caplen], sid))
+            out.append(((hi << 32) | lo, linktype, m[off + 28 : off + 28 + caplen], sid, orig))
         return out
 
     def forget(self, alive: set[int]) -> None:
@@ -184,7 +184,7 @@ class FlowCursor:
     def feed(self, packets: list[Packet]) -> None:
         decode = self._decoder.decode
         segment = self.table.segment
-        for ts_ns, linktype, data, _sid in sorted(packets, key=lambda p: p[0]):
+        for ts_ns, linktype, data, _sid, _orig in sorted(packets, key=lambda p: p[0]):
             seg = decode(linktype, data, ts_ns)
             if seg is not None:
                 src, sport, dst, dport, seq, ack, flags, _win, payload = seg
@@ -548,7 +548,7 @@ class QueryEngine:
         yield pcapng.section_header("exported by shark-tui", "shark-tui")
         ifaces: dict[int, int] = {}
         chunk = bytearray()
-        for ts, _linktype, data, sid in packets:
+        for ts, _linktype, data, sid, orig in packets:
             iface = ifaces.get(sid)
             if iface is None:
                 iface = ifaces[sid] = len(ifaces)
@@ -556,7 +556,7 @@ class QueryEngine:
                 chunk += pcapng.interface_description(
                     src.linktype, src.snaplen, src.name, src.description
                 )
-            chunk += pcapng.enhanced_packet(iface, ts, data, len(data))
+            chunk += pcapng.enhanced_packet(iface, ts, data, orig)
             if len(chunk) >= 1 << 20:
                 yield bytes(chunk)
                 chunk = bytearray()
