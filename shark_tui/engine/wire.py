@@ -245,7 +245,8 @@ class FrameDecoder:
                 continue
             try:
                 out.append(dec.decode(payload))
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+                # (RecursionError: nesting deeper than msgspec's limit)
                 raise ProtocolError(f"bad {_TYPES[mtype].__name__} frame: {exc}") from None
         if pos:
             del buf[:pos]
