@@ -245,8 +245,12 @@ class FrameDecoder:
                 continue
             try:
                 out.append(dec.decode(payload))
-            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
-                # (RecursionError: nesting deeper than msgspec's limit)
+            except (
+                msgspec.DecodeError,
+                msgspec.ValidationError,
+                RecursionError,  # nesting deeper than msgspec's limit
+                UnicodeDecodeError,  # a string that is not UTF-8, where the type says Any
+            ) as exc:
                 raise ProtocolError(f"bad {_TYPES[mtype].__name__} frame: {exc}") from None
         if pos:
             del buf[:pos]
