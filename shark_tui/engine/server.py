@@ -25,9 +25,11 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
+
+import msgspec
 
 from shark_tui import __version__
 from shark_tui.engine import wire
@@ -49,6 +51,10 @@ CLIENT_BUFFER: Final = 32 << 20
 HELLO_TIMEOUT: Final = 5.0
 LIVE_INTERVAL: Final = 0.1
 BATCH_INTERVAL: Final = 0.1
+BATCH_ENTRIES: Final = 500
+BATCH_BYTES: Final = 4 << 20
+"""An `EntriesAppended` holds at most this many entries and about this many encoded bytes
+(full entries carry bodies of up to 64 KiB each: 500 of them would pass `wire.MAX_FRAME`)."""
 STATS_INTERVAL: Final = 1.0
 CAPABILITIES: Final = ["entries", "detail", "export", "stats"]
 
@@ -427,10 +433,9 @@ class Server:
         return not c.closed
 
     def _deliver(self, s: _Subscription, entries: list[Entry], backlog: bool) -> None:
-        for i in range(0, len(entries), 500):
+        for chunk in _batches(entries):
             if backlog and not self._wait_drain(s.client):
                 return
-            chunk = entries[i : i + 500]
             self.post(s.client, wire.EntriesAppended(req=s.req.req, entries=chunk, backlog=backlog))
         s.sent += len(entries)
         self.counters["entries_sent"] += len(entries)
@@ -497,3 +502,20 @@ class Server:
                 connections=len(nums),
             ),
         )
+
+
+_measure = msgspec.msgpack.Encoder().encode
+
+
+def _batches(entries: list[Entry]) -> Iterator[list[Entry]]:
+    """``entries`` in runs of `BATCH_ENTRIES` at most and about `BATCH_BYTES` (one entry alone
+    may be bigger)."""
+    start = size = 0
+    for i, e in enumerate(entries):
+        n = len(_measure(e))
+        if i > start and (i - start >= BATCH_ENTRIES or size + n > BATCH_BYTES):
+            yield entries[start:i]
+            start, size = i, 0
+        size += n
+    if start < len(entries):
+        yield entries[start:]
