@@ -51,6 +51,8 @@ CLIENT_BUFFER: Final = 32 << 20
 HELLO_TIMEOUT: Final = 5.0
 LIVE_INTERVAL: Final = 0.1
 BATCH_INTERVAL: Final = 0.1
+DRAIN_TIMEOUT: Final = 30.0
+"""How long a backlog or an export waits for its client to read; past it the client is cut."""
 BATCH_ENTRIES: Final = 500
 BATCH_BYTES: Final = 4 << 20
 """An `EntriesAppended` holds at most this many entries and about this many encoded bytes
@@ -108,6 +110,7 @@ class _Client:
     stats_req: int = -1  # the Stats request to answer every second, if any
     sub: _Subscription | None = None
     closed: bool = False
+    queued: int = 0  # bytes posted from the query thread, not yet handed to the transport
 
 
 @dataclass(eq=False)
@@ -154,6 +157,7 @@ class Server:
         self._error: BaseException | None = None
         self._net = threading.Thread(target=self._run_loop, name="server", daemon=True)
         self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._queued_lock = threading.Lock()
         self._query = threading.Thread(target=self._run_queries, name="queries", daemon=True)
         self._subs: list[_Subscription] = []  # live ones (query thread only)
         self._stopping = threading.Event()
@@ -229,6 +233,12 @@ class Server:
 
     def _send(self, c: _Client, msg: wire.Message) -> None:
         """Queue a frame for ``c`` (network thread); cut the client off past its buffer."""
+        self._write(c, wire.encode(msg))
+
+    def _write(self, c: _Client, frame: bytes, posted: int = 0) -> None:
+        if posted:
+            with self._queued_lock:
+                c.queued -= posted
         if c.closed:
             return
         transport = c.writer.transport
@@ -236,19 +246,28 @@ class Server:
             c.closed = True
             return
         if transport.get_write_buffer_size() > CLIENT_BUFFER:
-            self.counters["clients_cut"] += 1
-            self.log(f"client {c.peer}: not reading, cut off")
-            self._close(c)
+            self._cut(c)
             return
-        c.writer.write(wire.encode(msg))
+        c.writer.write(frame)
         self.counters["frames_sent"] += 1
 
     def post(self, c: _Client, msg: wire.Message) -> None:
-        """`_send` from any thread."""
+        """`_send` from any thread (encoded here; counted in ``c.queued`` until written, so
+        `_wait_drain` sees frames the network thread has not taken yet)."""
         loop = self._loop
         if loop is not None and not c.closed:
+            frame = wire.encode(msg)
+            with self._queued_lock:
+                c.queued += len(frame)
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._send, c, msg)
+                loop.call_soon_threadsafe(self._write, c, frame, len(frame))
+
+    def _cut(self, c: _Client) -> None:
+        """Cut off a client that stopped reading (network thread)."""
+        if not c.closed:
+            self.counters["clients_cut"] += 1
+            self.log(f"client {c.peer}: not reading, cut off")
+            self._close(c)
 
     def _close(self, c: _Client) -> None:
         c.closed = True
@@ -422,12 +441,18 @@ class Server:
             if out:
                 self._deliver(s, out, backlog=False)
 
-    def _wait_drain(self, c: _Client, timeout: float = 30.0) -> bool:
+    def _wait_drain(self, c: _Client) -> bool:
         """Let a client read what it was sent before sending more from a backlog or an export
-        (live pushes never wait: a client that does not read is cut off instead)."""
-        deadline = time.monotonic() + timeout
-        while not c.closed and c.writer.transport.get_write_buffer_size() > CLIENT_BUFFER // 2:
+        (live pushes never wait: a client that does not read is cut off instead). A client
+        that reads nothing for `DRAIN_TIMEOUT` is cut off; False when the client is gone."""
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        transport = c.writer.transport
+        while not c.closed and transport.get_write_buffer_size() + c.queued > CLIENT_BUFFER // 2:
             if time.monotonic() > deadline:
+                loop = self._loop
+                if loop is not None:
+                    with contextlib.suppress(RuntimeError):
+                        loop.call_soon_threadsafe(self._cut, c)
                 return False
             time.sleep(0.005)
         return not c.closed
@@ -435,6 +460,7 @@ class Server:
     def _deliver(self, s: _Subscription, entries: list[Entry], backlog: bool) -> None:
         for chunk in _batches(entries):
             if backlog and not self._wait_drain(s.client):
+                s.cancelled = True
                 return
             self.post(s.client, wire.EntriesAppended(req=s.req.req, entries=chunk, backlog=backlog))
         s.sent += len(entries)
