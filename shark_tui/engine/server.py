@@ -293,6 +293,8 @@ class Server:
                     self.counters["protocol_errors"] += 1
                     break
                 if not data:
+                    if decoder.buffered:  # the peer left in the middle of a frame
+                        self.counters["protocol_errors"] += 1
                     break
                 try:
                     messages = decoder.feed(data)
@@ -306,8 +308,6 @@ class Server:
                 else:
                     continue
                 break
-            if decoder.buffered and not c.closed:  # the peer left in the middle of a frame
-                self.counters["protocol_errors"] += 1
         except (ConnectionError, OSError):
             pass
         finally:
