@@ -114,9 +114,11 @@ class Client:
                 for m in self._decoder.feed(data):
                     self._route(m)
         except (wire.ProtocolError, OSError, ConnectionClosed) as exc:
-            err = exc if isinstance(exc, ClientError) else ConnectionClosed(str(exc))
+            err: BaseException = exc if isinstance(exc, ClientError) else ConnectionClosed(str(exc))
         except asyncio.CancelledError:
             err = ConnectionClosed("closed")
+        if self.closed is not None:  # the daemon said why (a fatal Failed) before closing
+            err = self.closed
         self.closed = err
         for fut in self._futures.values():
             if not fut.done():
