@@ -7,6 +7,7 @@ attach tests (root: the daemon and tcpdump capture on ``lo``).
 - `make_traffic(port, ...)`: several keep-alive connections used round-robin, so the entries of
   different connections interleave in time; returns what the clients did (`Call`s).
 - `DaemonProc`: ``shark-tui daemon --iface lo`` on a free port, its stderr kept, its status.
+- `synthetic_flow(...)`: one whole HTTP/1.1 connection as Ethernet frames (byte-exact, no root).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.engine import fixtures_pcap as fx
 from tests.realpeers import free_port, shark_tui_command
 
 SHARK = shark_tui_command()
@@ -182,3 +184,48 @@ class DaemonProc:
             rc = self.proc.wait(5)
         self._reader.join(5)
         return rc
+
+
+T0 = 1_700_000_000 * fx.NS
+REQ = b"GET /abc HTTP/1.1\r\nHost: x\r\n\r\n"
+RESP = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+def synthetic_flow(
+    cport: int,
+    exchanges: list[tuple[bytes, bytes]],
+    t: int = T0,
+    client: str = "10.0.0.1",
+    server: str = "10.0.0.2",
+    sport: int = 80,
+    step_ns: int = 1_000_000,
+) -> list[tuple[int, bytes]]:
+    """``(ts_ns, frame)``: handshake, each request and its response in one segment each, FINs.
+    Segments over 64000 bytes are split."""
+    out: list[tuple[int, bytes]] = []
+    cs, ss = 1000, 5000
+
+    def add(fwd: bool, seq: int, ack: int, flags: int, payload: bytes = b"") -> None:
+        nonlocal t
+        for i in range(0, max(len(payload), 1), 64000):
+            t += step_ns
+            part = payload[i : i + 64000]
+            if fwd:
+                frame = fx.eth_ipv4_tcp(client, server, cport, sport, seq + i, ack, flags, part)
+            else:
+                frame = fx.eth_ipv4_tcp(server, client, sport, cport, seq + i, ack, flags, part)
+            out.append((t, frame))
+
+    add(True, cs, 0, fx.SYN)
+    add(False, ss, cs + 1, fx.SYN | fx.ACK)
+    cs, ss = cs + 1, ss + 1
+    add(True, cs, ss, fx.ACK)
+    for req, resp in exchanges:
+        add(True, cs, ss, fx.PSH | fx.ACK, req)
+        cs += len(req)
+        add(False, ss, cs, fx.PSH | fx.ACK, resp)
+        ss += len(resp)
+    add(True, cs, ss, fx.FIN | fx.ACK)
+    add(False, ss, cs + 1, fx.FIN | fx.ACK)
+    add(True, cs + 1, ss + 1, fx.ACK)
+    return out

@@ -28,6 +28,7 @@ from shark_tui.engine.query import QueryEngine, parse_id, summary
 from shark_tui.engine.store import Recorder
 from tests import realpeers
 from tests.engine import fixtures_pcap as fx
+from tests.engine import http_traffic
 from tests.engine.http_traffic import Call, http_server, make_traffic
 
 Entry = dict[str, Any]
@@ -357,39 +358,10 @@ def test_live_polls_with_a_small_cache_and_backlogs(
 
 # -- synthetic flows (byte-exact) ---------------------------------------------------------------
 
-T0 = 1_700_000_000 * fx.NS
+T0 = http_traffic.T0
 C, S = "10.0.0.1", "10.0.0.2"
-REQ = b"GET /abc HTTP/1.1\r\nHost: x\r\n\r\n"
-RESP = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-
-
-def http_flow(
-    cport: int, exchanges: list[tuple[bytes, bytes]], t: int = T0
-) -> list[tuple[int, bytes]]:
-    out: list[tuple[int, bytes]] = []
-    cs, ss = 1000, 5000
-
-    def add(fwd: bool, seq: int, ack: int, flags: int, payload: bytes = b"") -> None:
-        nonlocal t
-        t += 1_000_000
-        if fwd:
-            out.append((t, fx.eth_ipv4_tcp(C, S, cport, 80, seq, ack, flags, payload)))
-        else:
-            out.append((t, fx.eth_ipv4_tcp(S, C, 80, cport, seq, ack, flags, payload)))
-
-    add(True, cs, 0, fx.SYN)
-    add(False, ss, cs + 1, fx.SYN | fx.ACK)
-    cs, ss = cs + 1, ss + 1
-    add(True, cs, ss, fx.ACK)
-    for req, resp in exchanges:
-        add(True, cs, ss, fx.PSH | fx.ACK, req)
-        cs += len(req)
-        add(False, ss, cs, fx.PSH | fx.ACK, resp)
-        ss += len(resp)
-    add(True, cs, ss, fx.FIN | fx.ACK)
-    add(False, ss, cs + 1, fx.FIN | fx.ACK)
-    add(True, cs + 1, ss + 1, fx.ACK)
-    return out
+REQ, RESP = http_traffic.REQ, http_traffic.RESP
+http_flow = http_traffic.synthetic_flow
 
 
 def test_cursor_evicted_in_the_middle_of_a_request(tmp_path: Path) -> None:
