@@ -29,7 +29,7 @@ import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from typing import Final
+from typing import Any, Final
 
 from shark_tui.engine import pcapng
 from shark_tui.engine.dissect import DEFAULT_BODY_CAP, Entry, EntryBuilder, make_dissector_factory
@@ -59,19 +59,35 @@ _FIN_BOTH: Final = 2 | 4
 #: Protocols a dissection cannot start in the middle of (HTTP/2's header tables).
 _NO_MIDSTREAM: Final = frozenset({"http2", "grpc", "graphql"})
 _EPB: Final = struct.Struct("<IIIIIII")  # type, length, iface, ts hi, ts lo, caplen, orig
-_DETAIL_WORDS: Final = re.compile(r"\b(request|response|path|host|messages|records)\b")
+_DETAIL_WORDS: Final = re.compile(r"\b(request|response|messages|records)\b")
+_SLIM_HEADERS: Final = frozenset({"host", ":authority", ":path"})
 _QUOTED: Final = re.compile(r"\"(?:\\.|[^\"\\])*\"|'(?:\\.|[^'\\])*'")
 
 Packet = tuple[int, int, bytes, int, int]  # ts_ns, linktype, data, source id, original length
 
 
 def summary(entry: Entry) -> Entry:
-    """The entry without its request and response objects."""
-    return {k: v for k, v in entry.items() if k not in DETAIL_KEYS}
+    """The entry without its request and response objects — but with what the ``path`` and
+    ``host`` shorthands read (the request's path and its Host/:authority/:path headers)."""
+    out = {k: v for k, v in entry.items() if k not in DETAIL_KEYS}
+    req = entry.get("request")
+    if isinstance(req, dict):
+        slim: dict[str, Any] = {}
+        if isinstance(req.get("path"), str):
+            slim["path"] = req["path"]
+        headers = req.get("headers")
+        if isinstance(headers, list):
+            kept = [h for h in headers if isinstance(h, list | tuple) and len(h) == 2
+                    and isinstance(h[0], str) and h[0].lower() in _SLIM_HEADERS]  # fmt: skip
+            if kept:
+                slim["headers"] = kept
+        if slim:
+            out["request"] = slim
+    return out
 
 
 def needs_detail(text: str) -> bool:
-    """Whether a filter may look into requests or responses (then summaries cannot answer)."""
+    """Whether a filter may look into requests or responses beyond what `summary` keeps."""
     return bool(_DETAIL_WORDS.search(_QUOTED.sub("", text)))
 
 
