@@ -248,9 +248,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     async def run() -> int:
         client = await Client.connect(args.attach, token)
         try:
-            with _output(args.out) as f:
-                async for chunk in client.export(args.filter, ids):
-                    f.write(chunk)
+            chunks = [chunk async for chunk in client.export(args.filter, ids)]
+            _write_export(args.out, chunks)
             done = client.last_export
         finally:
             await client.close()
@@ -283,6 +282,25 @@ def _output(path: str) -> Any:
         yield f
 
 
+def _write_export(out: str, chunks: list[bytes]) -> None:
+    """pcapng, or classic pcap when OUT ends in .pcap and one link type suffices (DESIGN)."""
+    from shark_tui.engine.pcapng import to_classic_pcap
+
+    data = b"".join(chunks)
+    if out.endswith(".pcap"):
+        classic = to_classic_pcap(data)
+        if classic is None:
+            print(
+                f"shark-tui: warning: {out}: the packets have several link types; "
+                "written as pcapng",
+                file=sys.stderr,
+            )
+        else:
+            data = classic
+    with _output(out) as f:
+        f.write(data)
+
+
 def _export_file(args: argparse.Namespace, ids: list[str]) -> int:
     import tempfile
     import threading
@@ -304,9 +322,7 @@ def _export_file(args: argparse.Namespace, ids: list[str]) -> int:
         engine = QueryEngine(rec, threading.Lock())
         flt = compile_filter(args.filter) if args.filter or not ids else None
         nums = engine.flows_of(flt, ids)
-        with _output(args.out) as f:
-            for chunk in engine.export(nums):
-                f.write(chunk)
+        _write_export(args.out, list(engine.export(nums)))
         engine.close()
         if args.out != "-":
             print(

@@ -26,6 +26,7 @@ __all__ = [
     "parse_flow_comment",
     "scan",
     "section_header",
+    "to_classic_pcap",
 ]
 
 BT_SHB: Final = 0x0A0D0D0A
@@ -216,3 +217,28 @@ def scan(buf: bytes, result: SegmentScan) -> Iterator[ScannedPacket]:
         result.end = pos
     else:
         result.end = pos
+
+
+def to_classic_pcap(src: bytes) -> bytes | None:
+    """A pcapng export as a classic pcap (nanosecond magic when a timestamp needs it, else
+    microseconds), or None when its packets have more than one link type."""
+    from shark_tui.engine.capfile import CaptureReader
+
+    reader = CaptureReader()
+    packets = reader.feed(src)
+    reader.close()
+    linktypes = {reader.interfaces[p[1]].linktype for p in packets}
+    if not packets:
+        linktypes = {reader.interfaces[0].linktype} if reader.interfaces else {1}
+    if len(linktypes) != 1:
+        return None
+    nano = any(p[0] % 1000 for p in packets)
+    magic, div = (0xA1B23C4D, 1) if nano else (0xA1B2C3D4, 1000)
+    snaplen = max((len(p[2]) for p in packets), default=262144)
+    out = [struct.pack("<IHHiIII", magic, 2, 4, 0, 0, max(snaplen, 65535), linktypes.pop())]
+    rec = struct.Struct("<IIII")
+    for ts, _iface, data, orig in packets:
+        sec, frac = divmod(ts, 1_000_000_000)
+        out.append(rec.pack(sec, frac // div, len(data), orig))
+        out.append(data)
+    return b"".join(out)

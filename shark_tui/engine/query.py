@@ -155,7 +155,11 @@ class StoreReader:
             if m is None or off + 28 > len(m):
                 continue
             btype, blen, iface, hi, lo, caplen, orig = _EPB.unpack_from(m, off)
-            if btype != 6 or off + blen > len(m):
+            if off + blen > len(m):  # mapped before the rest of the block was flushed
+                m = self._map(seq, off + blen)
+                if m is None or off + blen > len(m):
+                    continue
+            if btype != 6:
                 continue
             info = self._infos.get(seq)
             sid = info.sources[iface] if info is not None and iface < len(info.sources) else 0
@@ -269,6 +273,8 @@ class QueryEngine:
         self._cursors: OrderedDict[int, FlowCursor] = OrderedDict()
         self._cache: dict[int, _Cached] = {}
         self._cached_entries = 0
+        #: Flows with packets indexed but not yet flushed when last looked at.
+        self._unflushed: set[int] = set()
         self.stats = {"dissected_packets": 0, "cursor_evictions": 0, "cache_evictions": 0,
                       "entries": 0, "full_redissections": 0, "exported_packets": 0,
                       "checkpoint_reads": 0, "full_reads": 0}  # fmt: skip
@@ -315,6 +321,8 @@ class QueryEngine:
             else:
                 self._cursors.move_to_end(v.num)
             locs = self._readable(v.locs)
+            if len(locs) < len(v.locs):
+                self._unflushed.add(v.num)  # look again once the writer flushed the rest
             if locs:
                 cur.feed(self.reader.read(locs))
                 cur.last_loc = locs[-1]
@@ -389,7 +397,8 @@ class QueryEngine:
 
     def poll(self, dirty: Iterable[int]) -> list[Entry]:
         """New full entries of the flows that received packets (the live feed)."""
-        nums = list(dirty)
+        nums = set(dirty) | self._unflushed
+        self._unflushed = set()
         if not nums:
             return []
         return self.update(self._views(nums))

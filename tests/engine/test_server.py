@@ -217,7 +217,7 @@ def test_subscribe_backlog_and_live(srv: Server, store: Store) -> None:
             assert isinstance(m, wire.EntriesAppended) and not m.backlog
             live += m.entries
         assert [e["summary"] for e in live] == ["/live0", "/live1", "/live2"]
-        assert "request" not in live[0]
+        assert "response" not in live[0]
 
     arun(with_client(srv.address, main))
 
