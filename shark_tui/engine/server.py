@@ -422,9 +422,8 @@ class Server:
 
     def _live(self) -> None:
         self._subs = [s for s in self._subs if not s.cancelled]
-        dirty = self._take_dirty()
-        if dirty:
-            self._dispatch(self.engine.poll(dirty))
+        # poll even with nothing new: flows seen before their packets were flushed are due
+        self._dispatch(self.engine.poll(self._take_dirty()))
         now = time.monotonic()
         if now >= self._next_forget:
             self._next_forget = now + 5.0
@@ -475,9 +474,7 @@ class Server:
                 if self.recorder.index.dirty is None:
                     self.recorder.index.dirty = set()
             # first what is new since the last live pass, for the subscriptions already live
-            dirty = self._take_dirty()
-            if dirty:
-                self._dispatch(self.engine.poll(dirty))
+            self._dispatch(self.engine.poll(self._take_dirty()))
             req = s.req
             pending: list[Entry] = []
             last = time.monotonic()
