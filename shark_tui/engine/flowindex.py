@@ -142,7 +142,7 @@ class Flow:
 class FlowIndex:
     """Connections by number and by key; see the module docstring."""
 
-    __slots__ = ("by_key", "by_num", "dirty", "next_num", "segment_flows", "stats")
+    __slots__ = ("_ips", "by_key", "by_num", "dirty", "next_num", "segment_flows", "stats")
 
     def __init__(self) -> None:
         self.by_num: dict[int, Flow] = {}
@@ -152,6 +152,7 @@ class FlowIndex:
         self.next_num = 1
         #: Flows that received packets since the query side last looked (None: nobody looks).
         self.dirty: set[int] | None = None
+        self._ips: dict[bytes, bytes] = {}
         self.stats = {"flows_created": 0, "flows_evicted": 0, "port_reuse": 0, "swapped": 0}
 
     def __len__(self) -> int:
@@ -266,6 +267,7 @@ class FlowIndex:
     ) -> tuple[Flow, int]:  # fmt: skip
         # Who is the client: the SYN's sender, the SYN-ACK's receiver, else the end with the
         # higher (ephemeral-looking) port until the first payload says otherwise.
+        ips = self._ips.setdefault  # one bytes object per address: pods talk a lot
         if flags & SYN:
             client_is_src = not flags & ACK
         else:
@@ -275,9 +277,9 @@ class FlowIndex:
         if number >= self.next_num:
             self.next_num = number + 1
         if client_is_src:
-            f = Flow(number, zone, src, sport, dst, dport, source, ts)
+            f = Flow(number, zone, ips(src, src), sport, ips(dst, dst), dport, source, ts)
         else:
-            f = Flow(number, zone, dst, dport, src, sport, source, ts)
+            f = Flow(number, zone, ips(dst, dst), dport, ips(src, src), sport, source, ts)
         # an older connection on these ports, keyed the other way round, is superseded
         self.by_key.pop((zone, f.server, f.sport, f.client, f.cport), None)
         self.by_key[f.key] = f
@@ -330,4 +332,6 @@ class FlowIndex:
                     del self.by_key[f.key]
                 gone += 1
         self.stats["flows_evicted"] += gone
+        if len(self._ips) > 4 * len(self.by_num) + 4096:
+            self._ips = {}  # addresses of flows long gone: start over (flows keep theirs)
         return gone

@@ -53,7 +53,7 @@ DEDUP_WINDOW_NS: Final = 500_000_000
 """How long a stored packet's identity is remembered to recognise its copy on another source."""
 DEDUP_MAX_KEYS: Final = 1 << 18
 """Identities remembered per half-window; more rotates the window early (counted)."""
-MAX_FLOWS: Final = 2_000_000
+MAX_FLOWS: Final = 1_000_000
 """Connections indexed at most; beyond it the oldest segment goes early (counted)."""
 
 _SEGMENT_RE: Final = re.compile(r"seg-(\d{8})\.pcapng$")
