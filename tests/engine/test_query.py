@@ -9,6 +9,7 @@ time, as the daemon's writer does, and polling between the steps.
 
 from __future__ import annotations
 
+import os
 import random
 import struct
 import subprocess
@@ -444,3 +445,24 @@ def test_import_of_a_truncated_file_warns(tmp_path: Path) -> None:
     rec, warning = import_capture(str(path), str(tmp_path / "store"))
     assert warning
     assert rec.stats["packets"] == len(packets) - 1
+
+
+def test_reader_remaps_a_block_it_saw_half_written(tmp_path: Path) -> None:
+    """The reader maps a segment at the size it has at that moment; a flush in progress can
+    leave that mid-block. A later read of that block must map again, not skip the packet."""
+    rec = Recorder(str(tmp_path), 1 << 40, 1 << 62)
+    sid = rec.source("eth0", fx.LINKTYPE_ETHERNET)
+    for ts, frame in http_flow(40000, [(REQ, RESP)]):
+        rec.add(sid, ts, frame, len(frame))
+    rec.flush()
+    locs = rec.index.by_num[1].locs.tolist()
+    path = rec.segment_list()[-1].path
+    whole = Path(path).read_bytes()
+    q = QueryEngine(rec, threading.Lock())
+    cut = (locs[3] & 0xFFFFFFFF) + 40  # inside the 4th packet's block (the request)
+    os.truncate(path, cut)
+    assert len(q.reader.read(locs[:3])) == 3  # mapped at the cut size
+    Path(path).write_bytes(whole)
+    got = q.reader.read(locs)
+    assert len(got) == len(locs)
+    assert REQ in got[3][2]
