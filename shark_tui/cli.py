@@ -7,7 +7,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, NoReturn
 
 from shark_tui import __version__
@@ -65,6 +65,10 @@ def parse_decode(text: str) -> tuple[int, str]:
     return int(port), proto
 
 
+def _default_jobs() -> int:
+    return min(os.cpu_count() or 1, 4)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="shark-tui", description="API calls between pods, in the terminal.")
     parser.add_argument("--version", action="version", version=f"shark-tui {__version__}")
@@ -96,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--jobs",
         type=int,
-        default=min(os.cpu_count() or 1, 4),
+        default=_default_jobs(),
         metavar="N",
         help="worker processes for a file (default: one per core, at most 4; stdin uses one)",
     )
@@ -248,8 +252,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     async def run() -> int:
         client = await Client.connect(args.attach, token)
         try:
-            chunks = [chunk async for chunk in client.export(args.filter, ids)]
-            _write_export(args.out, chunks)
+            await _write_export_async(args.out, client.export(args.filter, ids))
             done = client.last_export
         finally:
             await client.close()
@@ -282,23 +285,34 @@ def _output(path: str) -> Any:
         yield f
 
 
-def _write_export(out: str, chunks: list[bytes]) -> None:
-    """pcapng, or classic pcap when OUT ends in .pcap and one link type suffices (DESIGN)."""
+def _write_export(out: str, chunks: Iterable[bytes]) -> None:
+    """pcapng as it comes; classic pcap when OUT ends in .pcap and one link type suffices
+    (DESIGN) — that needs the whole export at hand first."""
     from shark_tui.engine.pcapng import to_classic_pcap
 
+    if not out.endswith(".pcap"):
+        with _output(out) as f:
+            for chunk in chunks:
+                f.write(chunk)
+        return
     data = b"".join(chunks)
-    if out.endswith(".pcap"):
-        classic = to_classic_pcap(data)
-        if classic is None:
-            print(
-                f"shark-tui: warning: {out}: the packets have several link types; "
-                "written as pcapng",
-                file=sys.stderr,
-            )
-        else:
-            data = classic
+    classic = to_classic_pcap(data)
+    if classic is None:
+        print(
+            f"shark-tui: warning: {out}: the packets have several link types; written as pcapng",
+            file=sys.stderr,
+        )
     with _output(out) as f:
-        f.write(data)
+        f.write(data if classic is None else classic)
+
+
+async def _write_export_async(out: str, chunks: AsyncIterator[bytes]) -> None:
+    if out.endswith(".pcap"):
+        _write_export(out, [c async for c in chunks])
+        return
+    with _output(out) as f:
+        async for chunk in chunks:
+            f.write(chunk)
 
 
 def _export_file(args: argparse.Namespace, ids: list[str]) -> int:
@@ -322,7 +336,7 @@ def _export_file(args: argparse.Namespace, ids: list[str]) -> int:
         engine = QueryEngine(rec, threading.Lock())
         flt = compile_filter(args.filter) if args.filter or not ids else None
         nums = engine.flows_of(flt, ids)
-        _write_export(args.out, list(engine.export(nums)))
+        _write_export(args.out, engine.export(nums))
         engine.close()
         if args.out != "-":
             print(
@@ -338,6 +352,8 @@ def cmd_dissect(args: argparse.Namespace) -> int:
 
     _attach_or_file(args)
     if args.attach is not None:
+        if args.decode or args.max_body != 64 * 1024 or args.jobs != _default_jobs():
+            raise UsageError("--decode, --max-body and --jobs apply to files, not to --attach")
         return cmd_dissect_attach(args)
     if args.follow:
         raise UsageError("--follow needs --attach")

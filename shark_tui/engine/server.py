@@ -49,6 +49,7 @@ __all__ = [
 CLIENT_BUFFER: Final = 32 << 20
 """Bytes queued for one client at most; past it the client is cut off."""
 HELLO_TIMEOUT: Final = 5.0
+HELLO_MAX_FRAME: Final = 64 * 1024
 LIVE_INTERVAL: Final = 0.1
 BATCH_INTERVAL: Final = 0.1
 DRAIN_TIMEOUT: Final = 30.0
@@ -75,7 +76,10 @@ def ensure_token(path: str) -> str:
     try:
         with open(path) as f:
             token = f.read().strip()
+            mode = os.fstat(f.fileno()).st_mode
         if token:
+            if mode & 0o077:  # readable by others: it is a secret
+                os.chmod(path, 0o600)
             return token
     except FileNotFoundError:
         pass
@@ -281,7 +285,8 @@ class Server:
         self._clients.add(c)
         self.counters["clients"] += 1
         self.counters["clients_total"] += 1
-        decoder = wire.FrameDecoder()
+        # Until the Hello is checked, frames are small: a stranger cannot make us buffer 16 MiB.
+        decoder = wire.FrameDecoder(max_frame=HELLO_MAX_FRAME)
         try:
             self._send(c, wire.Hello(capabilities=CAPABILITIES, node=self.node))
             deadline = time.monotonic() + HELLO_TIMEOUT
@@ -297,7 +302,15 @@ class Server:
                         self.counters["protocol_errors"] += 1
                     break
                 try:
-                    messages = decoder.feed(data)
+                    if not c.authed:
+                        messages = decoder.feed(data, limit=1)
+                        if messages and self._handle(c, messages[0]) and c.authed:
+                            decoder.max_frame = wire.MAX_FRAME
+                            messages = decoder.feed(b"")
+                        elif messages:
+                            break
+                    else:
+                        messages = decoder.feed(data)
                 except wire.ProtocolError as exc:
                     self.counters["protocol_errors"] += 1
                     self.log(f"client {c.peer}: {exc}; closed")

@@ -220,13 +220,16 @@ class FrameDecoder:
     def buffered(self) -> int:
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[Message]:
+    def feed(self, data: bytes, limit: int = 0) -> list[Message]:
+        """The messages completed by ``data``; with ``limit``, at most that many (the rest
+        stays buffered: ``feed(b"")`` continues), so a server can raise `max_frame` once the
+        first frame — the Hello — has been checked."""
         buf = self._buf
         buf += data
         out: list[Message] = []
         pos = 0
         n = len(buf)
-        while n - pos >= 5:
+        while n - pos >= 5 and not (limit and len(out) >= limit):
             mtype, length = _HEAD.unpack_from(buf, pos)
             if length > self.max_frame:
                 raise ProtocolError(
