@@ -221,12 +221,13 @@ class FlowCursor:
 
 
 class _FlowView:
-    """What the query thread copies out of the index for one flow (under the lock)."""
+    """What the query thread copies out of the index for one flow (under the lock): the cheap
+    fields only; its packet locations are fetched when it has to be dissected."""
 
-    __slots__ = ("client", "cport", "ended", "first_ns", "last_ns", "locs", "num", "proto",
-                 "server", "sliced", "sport")  # fmt: skip
+    __slots__ = ("client", "cport", "ended", "first_ns", "last_ns", "num", "proto", "server",
+                 "sport")  # fmt: skip
 
-    def __init__(self, f: Flow, since_loc: int) -> None:
+    def __init__(self, f: Flow) -> None:
         self.num = f.num
         self.proto = f.proto
         self.client = format_ip(f.client)
@@ -236,14 +237,10 @@ class _FlowView:
         self.first_ns = f.first_ns
         self.last_ns = f.last_ns
         self.ended = bool(f.state & RESET or f.state & _FIN_BOTH == _FIN_BOTH)
-        locs = f.locs
-        start = bisect.bisect_right(locs, since_loc) if since_loc >= 0 else 0
-        self.locs = locs[start:].tolist()
-        self.sliced = start > 0  # starts where a cursor stopped: only that cursor may use it
 
 
 class _Cached:
-    __slots__ = ("complete", "emitted", "entries", "last_ns")
+    __slots__ = ("complete", "emitted", "entries", "last_ns", "ordered")
 
     def __init__(self) -> None:
         # summaries, in exchange order; None when the cache bound dropped them
@@ -251,6 +248,7 @@ class _Cached:
         self.complete = False  # the flow ended and every packet was fed
         self.last_ns = 0
         self.emitted = 0  # entries handed out as new (N of ``FLOW:N``); outlives `entries`
+        self.ordered = True  # `entries` are in ts order (HTTP/2 streams may end out of order)
 
 
 class QueryEngine:
@@ -283,15 +281,21 @@ class QueryEngine:
     # -- keeping flows up to date ---------------------------------------------------------------
 
     def _views(self, nums: Iterable[int] | None = None) -> list[_FlowView]:
-        """Snapshot of flows (all, or ``nums``), each with the packet locations not fed yet."""
+        """Snapshot of flows (all, or ``nums``)."""
         with self.lock:
             by_num = self.recorder.index.by_num
             flows = by_num.values() if nums is None else [by_num[n] for n in nums if n in by_num]
-            out = []
-            for f in flows:
-                cur = self._cursors.get(f.num)
-                out.append(_FlowView(f, cur.last_loc if cur is not None else -1))
-            return out
+            return [_FlowView(f) for f in flows]
+
+    def _locs_after(self, num: int, after: int) -> list[int]:
+        """Locations of flow ``num``'s packets stored after location ``after`` (-1: all)."""
+        with self.lock:
+            f = self.recorder.index.by_num.get(num)
+            if f is None:
+                return []
+            locs = f.locs
+            start = bisect.bisect_right(locs, after) if after >= 0 else 0
+            return locs[start:].tolist()
 
     def update(self, views: list[_FlowView]) -> list[Entry]:
         """Bring the cached entries of these flows up to date; return the new full entries."""
@@ -304,30 +308,32 @@ class QueryEngine:
             if summaries is None:  # dropped by the cache bound: dissect it again
                 summaries = cached.entries = []
                 cached.complete = False
+                cached.ordered = True
             if cached.complete:
                 continue
-            cached.last_ns = v.last_ns
             cur = self._cursors.get(v.num)
+            if cur is not None and cached.last_ns == v.last_ns and v.num not in self._unflushed:
+                self._cursors.move_to_end(v.num)
+                continue  # nothing new since it was last fed
+            cached.last_ns = v.last_ns
             if cur is None:
                 cur = FlowCursor(v.num, self.body_cap)
                 self._cursors[v.num] = cur
                 self._evict_cursors()
-                if cached.emitted or v.sliced:  # (the cursor the view was cut for is gone)
-                    if cached.emitted:
-                        self.stats["full_redissections"] += 1
-                    with self.lock:
-                        f = self.recorder.index.by_num.get(v.num)
-                        v.locs = f.locs.tolist() if f is not None else []
+                if cached.emitted:
+                    self.stats["full_redissections"] += 1
             else:
                 self._cursors.move_to_end(v.num)
-            locs = self._readable(v.locs)
-            if len(locs) < len(v.locs):
+            wanted = self._locs_after(v.num, cur.last_loc)
+            locs = self._readable(wanted)
+            self._unflushed.discard(v.num)
+            if len(locs) < len(wanted):
                 self._unflushed.add(v.num)  # look again once the writer flushed the rest
             if locs:
                 cur.feed(self.reader.read(locs))
                 cur.last_loc = locs[-1]
                 self.stats["dissected_packets"] += len(locs)
-            if v.ended and len(locs) == len(v.locs):
+            if v.ended and len(locs) == len(wanted):
                 cur.finish()
             entries = cur.take()
             known = len(summaries)
@@ -336,6 +342,8 @@ class QueryEngine:
                 k = n[1] if n is not None else 0
                 if k <= known:
                     continue  # dissected again after the cursor was dropped: already cached
+                if summaries and e["ts"] < summaries[-1]["ts"]:
+                    cached.ordered = False
                 summaries.append(summary(e))
                 self._cached_entries += 1
                 if k > cached.emitted:  # not when dissected again after the cache dropped it
@@ -397,8 +405,7 @@ class QueryEngine:
 
     def poll(self, dirty: Iterable[int]) -> list[Entry]:
         """New full entries of the flows that received packets (the live feed)."""
-        nums = set(dirty) | self._unflushed
-        self._unflushed = set()
+        nums = set(dirty) | self._unflushed  # (update() takes flows off _unflushed)
         if not nums:
             return []
         return self.update(self._views(nums))
@@ -431,10 +438,19 @@ class QueryEngine:
             for v in views:
                 if limit and len(best) >= limit and best[0][0] >= v.last_ns / 1e9:
                     break  # nothing in this flow (or older ones) is newer than what we have
-                for e in self._entries_of(v, full, on_new):
-                    if e["ts"] < since or not pred(e):
+                entries = self._entries_of(v, full, on_new)
+                cached = self._cache.get(v.num)
+                # a flow whose entries are in ts order is read from its newest back, and only
+                # as far as it can still hold one of the newest `limit`
+                in_order = not full and cached is not None and cached.ordered
+                for e in reversed(entries):
+                    ts = e["ts"]
+                    if in_order and (ts < since or (limit and len(best) >= limit
+                                                    and ts < best[0][0])):  # fmt: skip
+                        break
+                    if ts < since or not pred(e):
                         continue
-                    item = (e["ts"], e["id"], e)
+                    item = (ts, e["id"], e)
                     if not limit or len(best) < limit:
                         heapq.heappush(best, item)
                     elif item > best[0]:
