@@ -673,3 +673,39 @@ def test_twenty_clients_that_never_read(daemon: DaemonProc) -> None:
     assert lo["dropped"] == 0 and lo["queue_dropped"] == 0
     assert status["queue_dropped_batches"] == 0
     assert server_counters(daemon)["clients"] == 1
+
+
+def test_frames_before_the_hello_are_small(daemon: DaemonProc) -> None:
+    """A stranger cannot make the daemon buffer a 16 MiB frame: before its Hello is checked a
+    client's frames are capped at HELLO_MAX_FRAME; after it, big requests pass, also when they
+    come in the same write as the Hello."""
+
+    def big_hello(r: Raw) -> None:
+        r.send(wire.encode(wire.Hello(token="x" * (server_mod.HELLO_MAX_FRAME + 10))))
+
+    expect_closed(daemon, "protocol_errors", big_hello)
+
+    ids = [f"{n}:1" for n in range(1, 20_000)]  # an Export by ids over the pre-Hello cap
+    big = wire.encode(wire.Export(req=7, ids=ids))
+    assert len(big) > server_mod.HELLO_MAX_FRAME
+    raw = Raw(daemon.address)
+    try:
+        raw.send(wire.encode(wire.Hello(token=daemon.token)) + big)
+        raw.sock.settimeout(10)
+        dec = wire.FrameDecoder()
+        got: list[wire.Message] = []
+        while not any(isinstance(m, wire.ExportDone) for m in got):
+            data = raw.sock.recv(1 << 16)
+            assert data, f"closed; got {got}"
+            got += dec.feed(data)
+        assert not any(isinstance(m, wire.Failed) for m in got)
+    finally:
+        raw.close()
+
+
+def test_token_file_readable_by_others_is_tightened(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text("s3cret\n")
+    path.chmod(0o644)
+    assert ensure_token(str(path)) == "s3cret"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
