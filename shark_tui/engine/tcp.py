@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from shark_tui.proto.base import CLIENT, SERVER, Dissector, Event
+from shark_tui.proto.base import CLIENT, SERVER, Dissector, Event, Exchange, ExchangeCompleted
 from shark_tui.proto.infer import PORT_HINTS, guess
 
 FIN, SYN, RST, PSH, ACK = 1, 2, 4, 8, 16
@@ -479,10 +479,31 @@ class FlowTable:
             events = flow.dissector.finish(ts)
             if events:
                 self._sink(flow, events)
+            if flow.n == 0 and flow.proto != "tcp":
+                self._unrecognised(flow)
         flow.closed_at = ts
         flow.dissector = None
         self.active.pop(flow.num, None)
         self._closed.append(flow)
+
+    def _unrecognised(self, flow: Flow) -> None:
+        """A connection that carried bytes but gave no entry (its dissector lost the thread from
+        the start: a snaplen-cut first request, garbage after a good preface) is still a row,
+        as ``tcp`` with the protocol it looked like (DESIGN: never silently dropped)."""
+        client = flow.client if flow.client >= 0 else 0
+        c, s = flow.halves[client].bytes, flow.halves[1 - client].bytes
+        if not c and not s:
+            return
+        exchange = Exchange(
+            proto="tcp",
+            ts=flow.first_ts,
+            summary=f"{c} bytes ⇄ {s} bytes",
+            request_size=c,
+            response_size=s,
+            error=f"no complete {flow.proto} exchange",
+            extra={"guess": flow.proto} if flow.proto else {},
+        )
+        self._sink(flow, [ExchangeCompleted(exchange=exchange)])
 
     def sweep(self, now: float) -> None:
         """Expire exchanges waiting past their timeout; forget connections closed long ago."""

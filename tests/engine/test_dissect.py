@@ -243,3 +243,20 @@ def test_rendered_entries_spill_to_disk_and_keep_their_order(monkeypatch: Any) -
     assert spilled == reference and len(reference) == 25
     stamps = [float(line.split()[0]) for line in reference]
     assert stamps == sorted(stamps)
+
+
+def test_a_connection_whose_dissector_never_got_hold_is_still_a_row() -> None:
+    """A small snaplen cuts every request line after a few bytes and loses the rest of each
+    message: no HTTP exchange can be made of it, but the connection is not dropped: it is one
+    tcp row saying what it looked like (DESIGN: unrecognised TCP is never silently dropped)."""
+    rng = random.Random(3)
+    packets = connection(0, rng, 1_700_000_000_000_000_000)
+    snap = 60  # 54 bytes of headers, 6 of payload: "GET /u", "HTTP/1"...
+    cut = [(ts, frame[:snap], len(frame)) for ts, frame in packets]
+    entries, _d, _w = run(pcap_bytes(LINKTYPE_ETHERNET, cut, snaplen=snap))
+    assert len(entries) == 1
+    (row,) = entries
+    assert row["proto"] == "tcp" and row["guess"] == "http"
+    assert row["error"] == "no complete http exchange"
+    assert (row["src"]["port"], row["dst"]["port"]) == (40000, 80)
+    assert row["request_size"] > 0 and row["response_size"] > 0
