@@ -61,6 +61,7 @@ _NO_MIDSTREAM: Final = frozenset({"http2", "grpc", "graphql"})
 _EPB: Final = struct.Struct("<IIIIIII")  # type, length, iface, ts hi, ts lo, caplen, orig
 _DETAIL_WORDS: Final = re.compile(r"\b(request|response|messages|records)\b")
 _SLIM_HEADERS: Final = frozenset({"host", ":authority", ":path"})
+_SHARED_STRINGS: Final = ("proto", "method", "error")
 _QUOTED: Final = re.compile(r"\"(?:\\.|[^\"\\])*\"|'(?:\\.|[^'\\])*'")
 
 Packet = tuple[int, int, bytes, int, int]  # ts_ns, linktype, data, source id, original length
@@ -271,6 +272,7 @@ class QueryEngine:
         self._cursors: OrderedDict[int, FlowCursor] = OrderedDict()
         self._cache: dict[int, _Cached] = {}
         self._cached_entries = 0
+        self._strings: dict[str, str] = {}  # methods, protocols...: one object each
         #: Flows with packets indexed but not yet flushed when last looked at.
         self._unflushed: set[int] = set()
         self.stats = {"dissected_packets": 0, "cursor_evictions": 0, "cache_evictions": 0,
@@ -344,7 +346,18 @@ class QueryEngine:
                     continue  # dissected again after the cursor was dropped: already cached
                 if summaries and e["ts"] < summaries[-1]["ts"]:
                     cached.ordered = False
-                summaries.append(summary(e))
+                sm = summary(e)
+                if summaries:  # one src/dst dict per flow, not per entry (most of a summary)
+                    first = summaries[0]
+                    if sm["src"] == first["src"]:
+                        sm["src"] = first["src"]
+                    if sm["dst"] == first["dst"]:
+                        sm["dst"] = first["dst"]
+                for key in _SHARED_STRINGS:
+                    text = sm.get(key)
+                    if type(text) is str and len(text) < 64:
+                        sm[key] = self._strings.setdefault(text, text)
+                summaries.append(sm)
                 self._cached_entries += 1
                 if k > cached.emitted:  # not when dissected again after the cache dropped it
                     cached.emitted = k
