@@ -353,10 +353,13 @@ class QueryEngine:
                         sm["src"] = first["src"]
                     if sm["dst"] == first["dst"]:
                         sm["dst"] = first["dst"]
+                strings = self._strings
+                if len(strings) > 65536:  # varied error texts: start over, bounded
+                    strings = self._strings = {}
                 for key in _SHARED_STRINGS:
                     text = sm.get(key)
                     if type(text) is str and len(text) < 64:
-                        sm[key] = self._strings.setdefault(text, text)
+                        sm[key] = strings.setdefault(text, text)
                 summaries.append(sm)
                 self._cached_entries += 1
                 if k > cached.emitted:  # not when dissected again after the cache dropped it
