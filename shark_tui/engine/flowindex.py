@@ -34,9 +34,9 @@ from shark_tui.proto.infer import guess
 
 __all__ = ["CHECKPOINT_BYTES", "MAX_CHECKPOINTS", "Flow", "FlowIndex"]
 
-CHECKPOINT_BYTES: Final = 64 * 1024
+CHECKPOINT_BYTES: Final = 16 * 1024
 """Least payload between two checkpoints of a connection (doubled each time its list fills)."""
-MAX_CHECKPOINTS: Final = 256
+MAX_CHECKPOINTS: Final = 1024
 """Checkpoints kept per connection; a full list is thinned to every other one."""
 
 # Flow.state bits

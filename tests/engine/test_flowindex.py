@@ -296,10 +296,10 @@ def turns(feed: Feed, sizes: list[int], reply: int = 10) -> list[int]:
 def test_checkpoints_on_client_after_server_turns() -> None:
     feed = Feed()
     f = handshake(feed, A, 40000, B, 80)
-    assert CHECKPOINT_BYTES == 65536
-    offsets = turns(feed, [30000] * 9)
-    # turn 1 has none (the flow's start is one); then one as soon as 64 KiB of requests have
-    # gone by since the last: turns 2, 5 (30000 * 3 >= 65536), 8
+    assert CHECKPOINT_BYTES == 16384
+    offsets = turns(feed, [7000] * 9)
+    # turn 1 has none (the flow's start is one); then one as soon as 16 KiB of requests have
+    # gone by since the last: turns 2, 5 (7000 * 3 >= 16384), 8
     assert f.as_dict()["checkpoints"] == [(1, offsets[1]), (1, offsets[4]), (1, offsets[7])]
 
 
@@ -328,31 +328,33 @@ def test_checkpoints_follow_segments() -> None:
     assert f.as_dict()["runs"] == [(1, 200, 800), (2, 900, 1000)]
 
 
-def test_checkpoints_thinned_when_full() -> None:
+def test_checkpoints_thinned_when_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(flowindex, "MAX_CHECKPOINTS", 256)  # the numbers below are for 256
     feed = Feed()
     f = handshake(feed, A, 40000, B, 80)
     offsets: list[int] = []
     for _ in range(300):
-        offsets += turns(feed, [70000])
+        offsets += turns(feed, [20000])
         assert len(f.checkpoints or ()) < 2 * MAX_CHECKPOINTS
-    # turns 2..257 took one each (every request >= 64 KiB); the 256th filled the list, which
-    # kept every other one (turns 2, 4, ..., 256); from then on one per 128 KiB: every other
+    # turns 2..257 took one each (every request >= 16 KiB); the 256th filled the list, which
+    # kept every other one (turns 2, 4, ..., 256); from then on one per 32 KiB: every other
     # turn (259, 261, ...)
     want = [offsets[t - 1] for t in range(2, 257, 2)] + [offsets[t - 1] for t in range(259, 301, 2)]
     assert f.checkpoints == [x for o in want for x in (1, o)]
     assert f._ck_shift == 1
 
 
-def test_checkpoint_cap_holds() -> None:
+def test_checkpoint_cap_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(flowindex, "MAX_CHECKPOINTS", 256)
     feed = Feed()
     f = handshake(feed, A, 40000, B, 80)
     shifts = set()
     for t in range(1, 3001):
         turns(feed, [1 << 20])
         held = len(f.checkpoints or ()) // 2
-        assert held < MAX_CHECKPOINTS
-        if t > MAX_CHECKPOINTS:  # once thinned, at least half the list stays
-            assert held >= MAX_CHECKPOINTS // 2
+        assert held < 256
+        if t > 256:  # once thinned, at least half the list stays
+            assert held >= 256 // 2
         shifts.add(f._ck_shift)
     assert max(shifts) >= 5 and shifts == set(range(max(shifts) + 1))
 
