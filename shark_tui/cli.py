@@ -72,7 +72,17 @@ def _default_jobs() -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="shark-tui", description="API calls between pods, in the terminal.")
     parser.add_argument("--version", action="version", version=f"shark-tui {__version__}")
+    parser.add_argument(
+        "-i", dest="iface", action="append", default=[], metavar="IFACE",
+        help="the TUI on this host: capture on IFACE (repeatable; default all)",
+    )  # fmt: skip
+    parser.add_argument("-f", dest="bpf", default="", metavar="BPF", help="BPF filter")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    o = sub.add_parser("open", help="the TUI over a capture file (no privileges needed)")
+    o.add_argument("file", help="a pcap or pcapng file, or - for stdin")
+    a = sub.add_parser("attach", help="the TUI attached to running daemons")
+    a.add_argument("address", nargs="+", metavar="HOST:PORT", help="daemons (or unix:PATH)")
+    a.add_argument("--token-file", default=None, metavar="F", help="the daemons' token")
 
     d = sub.add_parser("dissect", help="print the API calls in a capture file or a daemon")
     d.add_argument("file", nargs="?", help="a pcap or pcapng file, or - for stdin")
@@ -154,12 +164,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help(sys.stderr)
-        return EXIT_USAGE
+        args.command = "tui"
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "dissect": cmd_dissect,
         "daemon": cmd_daemon,
         "export": cmd_export,
+        "open": cmd_open,
+        "attach": cmd_attach,
+        "tui": cmd_tui,
     }
     try:
         return handlers[args.command](args)
@@ -345,6 +357,118 @@ def _export_file(args: argparse.Namespace, ids: list[str]) -> int:
                 file=sys.stderr,
             )
     return EXIT_OK
+
+
+def _run_app(links: list[tuple[str, str]]) -> int:
+    from shark_tui.app import SharkApp
+
+    SharkApp(links).run()
+    return EXIT_OK
+
+
+def cmd_open(args: argparse.Namespace) -> int:
+    import tempfile
+    import threading
+
+    from shark_tui.engine.capfile import CaptureFormatError
+    from shark_tui.engine.offline import import_capture
+    from shark_tui.engine.server import Server
+
+    with tempfile.TemporaryDirectory(prefix="shark-tui-open-") as tmp:
+        print(f"shark-tui: loading {args.file}…", file=sys.stderr)
+        try:
+            rec, warning = import_capture(args.file, os.path.join(tmp, "store"))
+        except CaptureFormatError as exc:
+            raise UsageError(f"{args.file}: {exc}") from None
+        except OSError as exc:
+            raise UsageError(f"{args.file}: {exc.strerror or exc}") from None
+        if warning:
+            print(f"shark-tui: warning: {args.file}: {warning}", file=sys.stderr)
+        import secrets
+
+        token = secrets.token_urlsafe(16)
+        sock = os.path.join(tmp, "sock")
+        node = os.path.basename(args.file)
+        server = Server(rec, threading.Lock(), token, sock, rec.status, node=node)
+        server.start()
+        try:
+            return _run_app([(f"unix:{sock}", token)])
+        finally:
+            server.stop()
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    from shark_tui.engine.client import ClientError, parse_address
+
+    for address in args.address:
+        try:
+            parse_address(address)
+        except ClientError as exc:
+            raise UsageError(str(exc)) from None
+    token = _read_token(args.token_file)
+    return _run_app([(address, token) for address in args.address])
+
+
+def _can_capture() -> bool:
+    if os.geteuid() == 0:
+        return True
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) & (1 << 13))  # CAP_NET_RAW
+    except OSError:
+        pass
+    return False
+
+
+def cmd_tui(args: argparse.Namespace) -> int:
+    """The TUI on this host: an embedded daemon (a child process, so capture never competes
+    with the UI for the interpreter) on a private socket and store."""
+    import secrets
+    import signal
+    import subprocess
+    import tempfile
+
+    if not _can_capture():
+        raise UsageError(
+            "capturing this host needs root or CAP_NET_RAW: run with sudo, or grant it once "
+            f"with `sudo setcap cap_net_raw,cap_net_admin+eip {os.path.realpath(sys.executable)}`"
+            "; to look at a file instead: shark-tui open FILE"
+        )
+    with tempfile.TemporaryDirectory(prefix="shark-tui-") as tmp:
+        sock = os.path.join(tmp, "sock")
+        token_file = os.path.join(tmp, "token")
+        with open(os.open(token_file, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+            f.write(secrets.token_urlsafe(32) + "\n")
+        argv = [sys.executable, "-m", "shark_tui", "daemon", "--listen", f"unix:{sock}",
+                "--token-file", token_file, "--store", os.path.join(tmp, "store"),
+                "--max-bytes", "1G"]  # fmt: skip
+        for iface in args.iface:
+            argv += ["--iface", iface]
+        if args.bpf:
+            argv += ["--bpf", args.bpf]
+        log = open(os.path.join(tmp, "daemon.log"), "w")  # noqa: SIM115 - closed below
+        daemon = subprocess.Popen(argv, stdout=log, stderr=log)
+        try:
+            deadline = time.monotonic() + 15
+            while not os.path.exists(sock):
+                if daemon.poll() is not None or time.monotonic() > deadline:
+                    log.flush()
+                    with open(os.path.join(tmp, "daemon.log")) as f:
+                        print(f.read(), file=sys.stderr, end="")
+                    return EXIT_FAIL
+                time.sleep(0.05)
+            with open(token_file) as f:
+                token = f.read().strip()
+            return _run_app([(f"unix:{sock}", token)])
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                daemon.wait(10)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+            log.close()
 
 
 def cmd_dissect(args: argparse.Namespace) -> int:

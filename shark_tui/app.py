@@ -1,0 +1,179 @@
+"""The Textual app: wires the daemon links, the list, the filter bar and the detail pane.
+
+It never captures or dissects: every row comes from a daemon over the socket protocol (an
+embedded one for ``shark-tui`` on this host and ``shark-tui open FILE``)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.widgets import Footer, Static
+
+from shark_tui.widgets.detail import DetailScreen
+from shark_tui.widgets.entry_list import EntryList
+from shark_tui.widgets.filter_bar import FilterBar
+from shark_tui.widgets.link import DaemonLink
+from shark_tui.widgets.messages import (
+    CaughtUp,
+    EntriesArrived,
+    EntryChosen,
+    FilterSubmitted,
+    LinkChanged,
+    StatsArrived,
+)
+from shark_tui.widgets.rows import RowStore
+
+#: Protocols toggled by keys 1–8 (DESIGN.md's order) and the filter macro of each.
+TOGGLES = ("http", "http2", "grpc", "graphql", "amqp", "kafka", "redis", "tcp")
+
+
+class SharkApp(App[None]):
+    CSS_PATH = "widgets/app.tcss"
+    TITLE = "shark-tui"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit", "quit", id="app.quit"),
+        Binding("slash", "filter", "filter", id="app.filter"),
+        Binding("escape", "escape", show=False, id="app.escape"),
+        Binding("C", "clear", "clear", id="app.clear"),
+        *(
+            Binding(str(i + 1), f"toggle('{p}')", p, show=False, id=f"app.toggle_{p}")
+            for i, p in enumerate(TOGGLES)
+        ),
+    ]
+
+    def __init__(self, links: list[tuple[str, str]], *, clock: Any = time.time) -> None:
+        super().__init__()
+        self.store = RowStore()
+        self.links = [DaemonLink(self, address, token) for address, token in links]
+        self.filter_text = ""
+        self.toggled: set[str] = set()
+        self.stats: dict[str, dict[str, Any]] = {}
+        self.clock = clock
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="header")
+        yield Static(self._columns(), id="columns")
+        yield EntryList(self.store, show_node=len(self.links) > 1, id="entries")
+        yield FilterBar(id="filter-bar")
+        yield Footer()
+
+    def _columns(self) -> str:
+        node = f"{'NODE':<12} " if len(self.links) > 1 else ""
+        return (
+            f"{'TIME':<12} {node}{'SOURCE':>24} → {'DESTINATION':<24} {'PROTO':<7} "
+            f"{'METHOD':<8} {'STATUS':>5} {'LATENCY':>9} {'SIZES':<13}   SUMMARY"
+        )
+
+    def on_mount(self) -> None:
+        self.query_one(FilterBar).display = False
+        for link in self.links:
+            self.run_worker(link.run(), group="links", exit_on_error=False)
+        self.set_interval(0.1, self._settle)
+        self._header()
+
+    @property
+    def entry_list(self) -> EntryList:
+        return self.query_one(EntryList)
+
+    # -- rows ------------------------------------------------------------------------------------
+
+    def on_entries_arrived(self, msg: EntriesArrived) -> None:
+        self.store.add(msg.rows)
+
+    def on_caught_up(self, msg: CaughtUp) -> None:
+        self._settle()
+
+    def _settle(self) -> None:
+        if self.store.settle():
+            self.entry_list.rows_changed()
+            self._header()
+
+    def on_link_changed(self, msg: LinkChanged) -> None:
+        self._header()
+        if not msg.up and msg.error:
+            self.notify(f"{msg.node}: {msg.error}", severity="warning", timeout=4)
+
+    def on_stats_arrived(self, msg: StatsArrived) -> None:
+        self.stats[msg.node] = msg.stats
+        self._header()
+
+    def _header(self) -> None:
+        up = sum(1 for link in self.links if link.up)
+        drops = received = 0
+        for st in self.stats.values():
+            for src in st.get("sources", []):
+                drops += int(src.get("dropped", 0)) + int(src.get("queue_dropped", 0))
+                received += int(src.get("received", 0))
+        flt = self.filter_text or "(no filter)"
+        self.query_one("#header", Static).update(
+            f"shark-tui  daemons {up}/{len(self.links)}  packets {received:,}  drops {drops:,}"
+            f"  entries {len(self.store):,}  {'FOLLOW' if self.entry_list.follow else 'PAUSED'}"
+            f"  filter: {flt}"
+        )
+
+    # -- filtering -------------------------------------------------------------------------------
+
+    def action_filter(self) -> None:
+        bar = self.query_one(FilterBar)
+        bar.display = True
+        bar.input.value = self.filter_text
+        bar.input.focus()
+
+    def action_escape(self) -> None:
+        bar = self.query_one(FilterBar)
+        if bar.display:
+            bar.display = False
+            self.entry_list.focus()
+        elif self.filter_text or self.toggled:
+            self.toggled.clear()
+            self._apply("")
+
+    def on_filter_submitted(self, msg: FilterSubmitted) -> None:
+        self.query_one(FilterBar).display = False
+        self.entry_list.focus()
+        self.toggled.clear()
+        self._apply(msg.text)
+
+    def action_toggle(self, proto: str) -> None:
+        self.toggled ^= {proto}
+        base = self.filter_text if not self._toggle_part(self.filter_text) else ""
+        self._apply(self._with_toggles(base))
+
+    def _toggle_part(self, text: str) -> bool:
+        return text.startswith("(") and " or ".join(sorted(self.toggled)) in text
+
+    def _with_toggles(self, base: str) -> str:
+        if not self.toggled:
+            return base
+        protos = " or ".join(p for p in TOGGLES if p in self.toggled)
+        return f"({protos})" + (f" and ({base})" if base else "")
+
+    def _apply(self, text: str) -> None:
+        self.filter_text = text
+        self.store.clear()
+        self.entry_list.follow = True
+        self.entry_list.rows_changed()
+        for link in self.links:
+            link.set_filter(text)
+        self._header()
+
+    def action_clear(self) -> None:
+        self.store.clear()
+        self.entry_list.rows_changed()
+        self._header()
+
+    # -- detail ----------------------------------------------------------------------------------
+
+    async def on_entry_chosen(self, msg: EntryChosen) -> None:
+        link = next((link for link in self.links if link.node == msg.row.node), None)
+        if link is None:
+            return
+        try:
+            entry = await link.get_entry(msg.row.id)
+        except Exception as exc:  # shown, never raised into the UI
+            self.notify(f"{msg.row.id}: {exc}", severity="error")
+            return
+        self.push_screen(DetailScreen(entry))

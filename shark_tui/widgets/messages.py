@@ -1,0 +1,57 @@
+"""Messages that travel up to the app (one module for all of them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.message import Message
+
+from shark_tui.widgets.rows import Row
+
+
+class EntriesArrived(Message):
+    """Rows for the list, from one daemon (``backlog``: stored before the subscription)."""
+
+    def __init__(self, node: str, rows: list[Row], backlog: bool) -> None:
+        super().__init__()
+        self.node = node
+        self.rows = rows
+        self.backlog = backlog
+
+
+class CaughtUp(Message):
+    def __init__(self, node: str, entries: int) -> None:
+        super().__init__()
+        self.node = node
+        self.entries = entries
+
+
+class LinkChanged(Message):
+    """A daemon connection came up, went away or failed (``error`` says why)."""
+
+    def __init__(self, node: str, up: bool, error: str = "") -> None:
+        super().__init__()
+        self.node = node
+        self.up = up
+        self.error = error
+
+
+class StatsArrived(Message):
+    def __init__(self, node: str, stats: dict[str, Any]) -> None:
+        super().__init__()
+        self.node = node
+        self.stats = stats
+
+
+class FilterSubmitted(Message):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+
+class EntryChosen(Message):
+    """The user opened a row (enter)."""
+
+    def __init__(self, row: Row) -> None:
+        super().__init__()
+        self.row = row
