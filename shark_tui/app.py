@@ -107,7 +107,7 @@ class SharkApp(App[None]):
             for src in st.get("sources", []):
                 drops += int(src.get("dropped", 0)) + int(src.get("queue_dropped", 0))
                 received += int(src.get("received", 0))
-        flt = self.filter_text or "(no filter)"
+        flt = self.effective_filter() or "(no filter)"
         self.query_one("#header", Static).update(
             f"shark-tui  daemons {up}/{len(self.links)}  packets {received:,}  drops {drops:,}"
             f"  entries {len(self.store):,}  {'FOLLOW' if self.entry_list.follow else 'PAUSED'}"
@@ -139,17 +139,14 @@ class SharkApp(App[None]):
 
     def action_toggle(self, proto: str) -> None:
         self.toggled ^= {proto}
-        base = self.filter_text if not self._toggle_part(self.filter_text) else ""
-        self._apply(self._with_toggles(base))
+        self._apply(self.filter_text)
 
-    def _toggle_part(self, text: str) -> bool:
-        return text.startswith("(") and " or ".join(sorted(self.toggled)) in text
-
-    def _with_toggles(self, base: str) -> str:
+    def effective_filter(self) -> str:
+        """What the daemon is asked: the toggled protocols and the typed filter, both."""
         if not self.toggled:
-            return base
+            return self.filter_text
         protos = " or ".join(p for p in TOGGLES if p in self.toggled)
-        return f"({protos})" + (f" and ({base})" if base else "")
+        return f"({protos})" + (f" and ({self.filter_text})" if self.filter_text else "")
 
     def _apply(self, text: str) -> None:
         self.filter_text = text
@@ -157,7 +154,7 @@ class SharkApp(App[None]):
         self.entry_list.follow = True
         self.entry_list.rows_changed()
         for link in self.links:
-            link.set_filter(text)
+            link.set_filter(self.effective_filter())
         self._header()
 
     def action_clear(self) -> None:

@@ -1,18 +1,81 @@
-"""The detail pane (enter): the full entry fetched from its daemon, in tabs."""
+"""The detail pane (enter): the full entry fetched from its daemon, in tabs — Request, Response
+and Connection. HTTP-like messages read as a start line, headers and a body view chosen by
+priority (JSON pretty-printed, else text, else hex) that says when a body failed to parse as
+what it claimed; other protocols show their objects as JSON."""
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any, ClassVar
 
+from rich.console import Group, RenderableType
 from rich.syntax import Syntax
+from rich.text import Text
 from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static, TabbedContent, TabPane
 
 
-def _pretty(obj: Any) -> Syntax:
+def _json(obj: Any) -> Syntax:
     return Syntax(json.dumps(obj, indent=2, ensure_ascii=False), "json", word_wrap=True)
+
+
+def body_view(body: Any, encoding: str | None, content_type: str = "") -> RenderableType:
+    """A body by priority: JSON, text, hex; a failed JSON parse is said, not hidden."""
+    if body in (None, ""):
+        return Text("(no body)", style="dim")
+    if not isinstance(body, str):
+        return _json(body)
+    if encoding == "base64":
+        try:
+            raw = base64.b64decode(body)
+        except ValueError:
+            return Text(body)
+        lines = [f"{i:08x}  {raw[i : i + 16].hex(' ')}" for i in range(0, min(len(raw), 4096), 16)]
+        return Text("\n".join(lines), style="cyan")
+    looks_json = "json" in content_type or body.lstrip()[:1] in ("{", "[")
+    if looks_json:
+        try:
+            return _json(json.loads(body))
+        except ValueError as exc:
+            return Group(Text(f"failed to parse as JSON: {exc}", style="yellow"), Text(body))
+    return Text(body)
+
+
+def message_view(msg: Any) -> RenderableType:
+    if not isinstance(msg, dict):
+        return Text("(not seen)", style="dim") if msg is None else _json(msg)
+    headers = msg.get("headers")
+    if not isinstance(headers, list):
+        return _json(msg)
+    if msg.get("method"):
+        start = f"{msg.get('method')} {msg.get('target') or msg.get('path') or ''} " + str(
+            msg.get("version") or ""
+        )
+    else:
+        start = f"{msg.get('version') or ''} {msg.get('status') or ''} {msg.get('reason') or ''}"
+    lines = Text(start.strip() + "\n", style="bold")
+    ctype = ""
+    for h in headers:
+        if isinstance(h, list | tuple) and len(h) == 2:
+            lines.append(f"{h[0]}", style="cyan")
+            lines.append(f": {h[1]}\n")
+            if str(h[0]).lower() == "content-type":
+                ctype = str(h[1]).lower()
+    parts: list[RenderableType] = [lines]
+    if msg.get("body_truncated"):
+        parts.append(Text(f"(body cut at {len(msg.get('body') or '')} of "
+                          f"{msg.get('body_size')} bytes)", style="yellow"))  # fmt: skip
+    parts.append(body_view(msg.get("body"), msg.get("body_encoding"), ctype))
+    extra = {k: v for k, v in msg.items()
+             if k not in ("headers", "body", "body_encoding", "body_truncated", "version",
+                          "method", "target", "path", "status", "reason", "query", "body_size",
+                          "content_encoding")}  # fmt: skip
+    if extra:
+        parts.append(_json(extra))
+    return Group(*parts)
 
 
 class DetailScreen(ModalScreen[None]):
@@ -32,10 +95,11 @@ class DetailScreen(ModalScreen[None]):
         )
         yield Static(head, id="detail-title")
         with TabbedContent(id="detail-tabs"):
-            with TabPane("Request", id="tab-request"):
-                yield Static(_pretty(e.get("request")), classes="detail-body")
-            with TabPane("Response", id="tab-response"):
-                yield Static(_pretty(e.get("response")), classes="detail-body")
-            with TabPane("Connection", id="tab-connection"):
-                conn = {k: e.get(k) for k in ("src", "dst", "tls", "ts", "error")}
-                yield Static(_pretty(conn), classes="detail-body")
+            with TabPane("Request", id="tab-request"), VerticalScroll():
+                yield Static(message_view(e.get("request")), classes="detail-body")
+            with TabPane("Response", id="tab-response"), VerticalScroll():
+                yield Static(message_view(e.get("response")), classes="detail-body")
+            with TabPane("Connection", id="tab-connection"), VerticalScroll():
+                keys = ("id", "src", "dst", "tls", "ts", "latency_ms", "request_size",
+                        "response_size", "error")  # fmt: skip
+                yield Static(_json({k: e.get(k) for k in keys}), classes="detail-body")

@@ -62,22 +62,27 @@ class DaemonLink:
             await asyncio.sleep(BACKOFF[0])
 
     async def _serve(self, client: Client) -> None:
-        stats = asyncio.create_task(self._stats(client))
+        tasks: set[asyncio.Task[Any]] = {asyncio.create_task(self._stats(client))}
         try:
             while True:
                 self._changed.clear()
                 sub = asyncio.create_task(self._subscribe(client, self.filter))
                 changed = asyncio.create_task(self._changed.wait())
+                tasks |= {sub, changed}
                 done, _ = await asyncio.wait({sub, changed}, return_when=asyncio.FIRST_COMPLETED)
                 if sub in done:
-                    changed.cancel()
                     sub.result()  # raises ClientError when the connection went
                     return
                 sub.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                with contextlib.suppress(asyncio.CancelledError, ClientError):
                     await sub
+                tasks -= {sub, changed}
         finally:
-            stats.cancel()
+            for task in tasks:
+                task.cancel()
+            for task in tasks:  # every task's end is looked at: nothing left unretrieved
+                with contextlib.suppress(asyncio.CancelledError, ClientError):
+                    await task
 
     async def _subscribe(self, client: Client, text: str) -> None:
         self.sent.append(wire.Subscribe(filter=text, newest_first=True, limit=BACKLOG))

@@ -1,0 +1,57 @@
+"""Snapshot tests of the UI (pytest-textual-snapshot): fixed terminal size, fixture data from
+a real daemon socket (`tests.widgets.appfixture`), times printed from the entries (UTC), no
+wall clock on screen. Update with ``pytest snapshots --snapshot-update`` and look at the SVGs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from shark_tui.app import SharkApp
+from tests.widgets.appfixture import fixture_daemon
+
+SIZE = (150, 24)
+
+
+@pytest.fixture
+def app() -> Iterator[SharkApp]:
+    with fixture_daemon() as (address, token):
+        yield SharkApp([(address, token)])
+
+
+async def _rows(pilot: Any, n: int = 16) -> None:
+    app = pilot.app
+    for _ in range(200):
+        if len(app.store) >= n and app.links[0].up:
+            break
+        await asyncio.sleep(0.05)
+    await pilot.pause()
+
+
+def test_main_screen(snap_compare: Any, app: SharkApp) -> None:
+    assert snap_compare(app, terminal_size=SIZE, run_before=_rows)
+
+
+def test_filter_bar_invalid(snap_compare: Any, app: SharkApp) -> None:
+    async def before(pilot: Any) -> None:
+        await _rows(pilot)
+        await pilot.press("slash", *"status >=")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=before)
+
+
+def test_detail_request_tab(snap_compare: Any, app: SharkApp) -> None:
+    async def before(pilot: Any) -> None:
+        await _rows(pilot)
+        await pilot.press("k", "enter")
+        for _ in range(100):
+            if type(pilot.app.screen).__name__ == "DetailScreen":
+                break
+            await asyncio.sleep(0.05)
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=before)

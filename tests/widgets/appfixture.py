@@ -1,0 +1,36 @@
+"""A real query daemon (in-process `Server` over a store loaded from a synthetic HTTP capture,
+on a Unix socket) for the UI tests: the app talks to it exactly as to a node's daemon."""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from shark_tui.engine.offline import _load
+from shark_tui.engine.server import Server
+from shark_tui.engine.store import Recorder
+from tests.engine.test_dissect import capture
+
+
+@contextmanager
+def fixture_daemon(conns: int = 4, seed: int = 7) -> Iterator[tuple[str, str]]:
+    """(address, token) of a daemon serving ``conns`` HTTP connections of 4 exchanges each
+    (GET 200, POST 201, HEAD 200, GET 500) with fixed timestamps."""
+    data, _ = capture(seed, conns)
+    with tempfile.TemporaryDirectory(prefix="shark-tui-uitest-") as tmp:
+        rec = Recorder(os.path.join(tmp, "store"), 1 << 40, 1 << 62)
+        _load(io.BytesIO(data), rec)
+        rec.flush()
+        token = secrets.token_urlsafe(8)
+        sock = os.path.join(tmp, "sock")
+        srv = Server(rec, threading.Lock(), token, sock, rec.status, node="fixture")
+        srv.start()
+        try:
+            yield f"unix:{sock}", token
+        finally:
+            srv.stop()

@@ -1,0 +1,74 @@
+"""The app over a real daemon socket (Pilot): what the user presses reaches the daemon as the
+right requests, and the rows shown are the daemon's answers."""
+
+from __future__ import annotations
+
+import asyncio
+
+from shark_tui.app import SharkApp
+from shark_tui.engine import wire
+from shark_tui.widgets.detail import DetailScreen
+from tests.widgets.appfixture import fixture_daemon
+
+
+async def _wait(pred, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not pred():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("timed out")
+        await asyncio.sleep(0.05)
+
+
+def test_rows_filter_toggle_and_detail() -> None:
+    async def main() -> None:
+        with fixture_daemon() as (address, token):
+            app = SharkApp([(address, token)])
+            async with app.run_test(size=(160, 30)) as pilot:
+                link = app.links[0]
+                await _wait(lambda: len(app.store) == 16)
+                assert [type(m) for m in link.sent] == [wire.Subscribe]
+                assert {r.method for r in app.store.rows} == {"GET", "POST", "HEAD"}
+                assert app.entry_list.cursor == 15  # following: on the newest row
+
+                # / types a filter; enter sends it to the daemon, the list is its answer
+                await pilot.press("slash")
+                await pilot.press(*"status >= 500")
+                await pilot.press("enter")
+                await _wait(lambda: len(link.sent) == 2 and len(app.store) == 4)
+                assert link.sent[-1].filter == "status >= 500"  # type: ignore[attr-defined]
+                assert {r.status for r in app.store.rows} == {"500"}
+
+                # an invalid filter is not sent; the bar says where it is wrong
+                await pilot.press("slash")
+                for _ in range(20):
+                    await pilot.press("backspace")
+                await pilot.press(*"status >=")
+                await pilot.press("enter")
+                await pilot.pause()
+                assert len(link.sent) == 2
+                assert "column" in str(app.query_one("#filter-error").render()).lower()
+                await pilot.press("escape")
+
+                # esc on the bare list clears the filter; 7 toggles redis (nothing here)
+                await pilot.press("escape")
+                await _wait(lambda: len(link.sent) == 3 and len(app.store) == 16)
+                assert link.sent[-1].filter == ""  # type: ignore[attr-defined]
+                await pilot.press("1")
+                await _wait(lambda: len(link.sent) == 4)
+                assert link.sent[-1].filter == "(http)"  # type: ignore[attr-defined]
+                await pilot.press("7")
+                await _wait(lambda: len(link.sent) == 5)
+                assert link.sent[-1].filter == "(http or redis)"  # type: ignore[attr-defined]
+
+                # enter opens the selected row's full entry (GetEntry)
+                await _wait(lambda: len(app.store) == 16)
+                await pilot.press("k", "enter")
+                await _wait(lambda: isinstance(app.screen, DetailScreen))
+                got = link.sent[-1]
+                assert isinstance(got, wire.GetEntry)
+                assert got.id == app.store.rows[14].id
+                assert app.screen.entry["id"] == got.id  # type: ignore[attr-defined]
+                await pilot.press("escape")
+                assert not isinstance(app.screen, DetailScreen)
+
+    asyncio.run(main())
