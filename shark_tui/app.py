@@ -22,9 +22,13 @@ from shark_tui.widgets.messages import (
     EntryChosen,
     FilterSubmitted,
     LinkChanged,
+    MarksChanged,
+    SaveRequested,
     StatsArrived,
 )
 from shark_tui.widgets.rows import RowStore
+from shark_tui.widgets.save_dialog import SaveScreen
+from shark_tui.widgets.saver import Selection, default_name, save
 
 #: Protocols toggled by keys 1–8 (DESIGN.md's order) and the filter macro of each.
 TOGGLES = ("http", "http2", "grpc", "graphql", "amqp", "kafka", "redis", "tcp")
@@ -38,6 +42,7 @@ class SharkApp(App[None]):
         Binding("slash", "filter", "filter", id="app.filter"),
         Binding("escape", "escape", show=False, id="app.escape"),
         Binding("C", "clear", "clear", id="app.clear"),
+        Binding("w", "save", "save", id="app.save"),
         *(
             Binding(str(i + 1), f"toggle('{p}')", p, show=False, id=f"app.toggle_{p}")
             for i, p in enumerate(TOGGLES)
@@ -54,21 +59,26 @@ class SharkApp(App[None]):
         self.clock = clock
 
     def compose(self) -> ComposeResult:
-        yield Static("", id="header")
+        # kept by reference: `query_one` on the app searches the topmost screen, which is a
+        # dialog while one is open, and rows and stats keep arriving then
+        self.header = Static("", id="header")
+        self.entries = EntryList(self.store, show_node=len(self.links) > 1, id="entries")
+        self.filter_bar = FilterBar(id="filter-bar")
+        yield self.header
         yield Static(self._columns(), id="columns")
-        yield EntryList(self.store, show_node=len(self.links) > 1, id="entries")
-        yield FilterBar(id="filter-bar")
+        yield self.entries
+        yield self.filter_bar
         yield Footer()
 
     def _columns(self) -> str:
         node = f"{'NODE':<12} " if len(self.links) > 1 else ""
         return (
-            f"{'TIME':<12} {node}{'SOURCE':>24} → {'DESTINATION':<24} {'PROTO':<7} "
+            f"  {'TIME':<12} {node}{'SOURCE':>24} → {'DESTINATION':<24} {'PROTO':<7} "
             f"{'METHOD':<8} {'STATUS':>5} {'LATENCY':>9} {'SIZES':<13}   SUMMARY"
         )
 
     def on_mount(self) -> None:
-        self.query_one(FilterBar).display = False
+        self.filter_bar.display = False
         for link in self.links:
             self.run_worker(link.run(), group="links", exit_on_error=False)
         self.set_interval(0.1, self._settle)
@@ -76,7 +86,7 @@ class SharkApp(App[None]):
 
     @property
     def entry_list(self) -> EntryList:
-        return self.query_one(EntryList)
+        return self.entries
 
     # -- rows ------------------------------------------------------------------------------------
 
@@ -108,22 +118,24 @@ class SharkApp(App[None]):
                 drops += int(src.get("dropped", 0)) + int(src.get("queue_dropped", 0))
                 received += int(src.get("received", 0))
         flt = self.effective_filter() or "(no filter)"
-        self.query_one("#header", Static).update(
+        self.header.update(
             f"shark-tui  daemons {up}/{len(self.links)}  packets {received:,}  drops {drops:,}"
-            f"  entries {len(self.store):,}  {'FOLLOW' if self.entry_list.follow else 'PAUSED'}"
+            f"  entries {len(self.store):,}  marked {len(self.store.marked):,}"
+            f"{' (only marked shown)' if self.store.only_marked else ''}"
+            f"  {'FOLLOW' if self.entry_list.follow else 'PAUSED'}"
             f"  filter: {flt}"
         )
 
     # -- filtering -------------------------------------------------------------------------------
 
     def action_filter(self) -> None:
-        bar = self.query_one(FilterBar)
+        bar = self.filter_bar
         bar.display = True
         bar.input.value = self.filter_text
         bar.input.focus()
 
     def action_escape(self) -> None:
-        bar = self.query_one(FilterBar)
+        bar = self.filter_bar
         if bar.display:
             bar.display = False
             self.entry_list.focus()
@@ -132,7 +144,7 @@ class SharkApp(App[None]):
             self._apply("")
 
     def on_filter_submitted(self, msg: FilterSubmitted) -> None:
-        self.query_one(FilterBar).display = False
+        self.filter_bar.display = False
         self.entry_list.focus()
         self.toggled.clear()
         self._apply(msg.text)
@@ -159,6 +171,7 @@ class SharkApp(App[None]):
 
     def action_clear(self) -> None:
         self.store.clear()
+        self.store.clear_marks()
         self.entry_list.rows_changed()
         self._header()
 
@@ -174,3 +187,50 @@ class SharkApp(App[None]):
             self.notify(f"{msg.row.id}: {exc}", severity="error")
             return
         self.push_screen(DetailScreen(entry))
+
+    # -- marks and saving ------------------------------------------------------------------------
+
+    def on_marks_changed(self, msg: MarksChanged) -> None:
+        self._header()
+
+    def selection(self) -> Selection:
+        """What `w` saves, fixed now: the marked entries, else all matching the filter."""
+        if self.store.marked:
+            return Selection(self.effective_filter(), self.store.marked_ids())
+        return Selection(self.effective_filter())
+
+    def action_save(self) -> None:
+        if self.store.only_marked and not self.store.marked:
+            self.notify("nothing marked to save", severity="warning")
+            return
+        nodes = [link.node for link in self.links]
+        self.push_screen(SaveScreen(self.selection(), default_name(self.clock()), nodes))
+
+    def on_save_requested(self, msg: SaveRequested) -> None:
+        dialog = self.screen if isinstance(self.screen, SaveScreen) else None
+        self.save_to(msg.path, msg.selection, dialog)
+
+    def save_to(self, path: str, sel: Selection, dialog: SaveScreen | None = None) -> None:
+        """Export ``sel`` to ``path`` in a worker; progress in ``dialog`` when it is open,
+        the outcome as a notification."""
+        self.run_worker(self._save(path, sel, dialog), group="save", exit_on_error=False)
+
+    async def _save(self, path: str, sel: Selection, dialog: SaveScreen | None) -> None:
+        def progress(node: str, n: int) -> None:
+            if dialog is not None and dialog.is_attached:
+                dialog.status(f"saving… {node}: {n / 1024:,.0f} KiB received")
+
+        try:
+            results = await save(self.links, sel, path, progress)
+        except Exception as exc:  # save() reports per node; this is a last guard
+            results = []
+            self.notify(f"save failed: {exc}", severity="error")
+        failed = [r for r in results if r.error]
+        for r in results:
+            self.notify(r.describe(), severity="error" if r.error else "information",
+                        timeout=8)  # fmt: skip
+        if not results:
+            self.notify("nothing to save", severity="warning")
+        if dialog is not None and dialog.is_attached:
+            text = "; ".join(r.describe() for r in failed) or "nothing to save"
+            dialog.finished(text, ok=bool(results) and not failed)

@@ -14,12 +14,13 @@ from shark_tui.app import SharkApp
 from tests.widgets.appfixture import fixture_daemon
 
 SIZE = (150, 24)
+NOW = 1_700_000_000.0  # the app's clock (the save dialog's default name)
 
 
 @pytest.fixture
 def app() -> Iterator[SharkApp]:
     with fixture_daemon() as (address, token):
-        yield SharkApp([(address, token)])
+        yield SharkApp([(address, token)], clock=lambda: NOW)
 
 
 async def _rows(pilot: Any, n: int = 16) -> None:
@@ -53,5 +54,31 @@ def test_detail_request_tab(snap_compare: Any, app: SharkApp) -> None:
                 break
             await asyncio.sleep(0.05)
         await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=before)
+
+
+async def _screen(pilot: Any, name: str) -> None:
+    for _ in range(100):
+        if type(pilot.app.screen).__name__ == name:
+            break
+        await asyncio.sleep(0.05)
+    await pilot.pause()
+
+
+def test_marked_rows(snap_compare: Any, app: SharkApp) -> None:
+    async def before(pilot: Any) -> None:
+        await _rows(pilot)
+        await pilot.press("space", "k", "k", "space", "k")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=before)
+
+
+def test_save_dialog(snap_compare: Any, app: SharkApp) -> None:
+    async def before(pilot: Any) -> None:
+        await _rows(pilot)
+        await pilot.press("space", "g", "space", "w")
+        await _screen(pilot, "SaveScreen")
 
     assert snap_compare(app, terminal_size=SIZE, run_before=before)

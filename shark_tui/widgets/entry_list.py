@@ -1,5 +1,6 @@
 """The entry list: a virtual line view over a `RowStore` (a million rows cost what a screenful
-does — never a DataTable holding every row), with a cursor and follow-live."""
+does — never a DataTable holding every row), with a cursor, follow-live and marks (`space`;
+`M` shows only the marked rows, a view over the same store)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from shark_tui.widgets.messages import EntryChosen
+from shark_tui.widgets.messages import EntryChosen, MarksChanged
 from shark_tui.widgets.rows import Row, RowStore
 
 PROTOS = ("http", "http2", "grpc", "graphql", "websocket", "amqp", "kafka", "redis", "tcp")
@@ -38,18 +39,22 @@ class EntryList(ScrollView, can_focus=True):
         "entry-list--cursor",
         "entry-list--error",
         "entry-list--dim",
+        "entry-list--marked",
+        "entry-list--marked-row",
         *(f"entry-list--proto-{p}" for p in PROTOS),
     }
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("j,down", "move(1)", "down", show=False, id="entry_list.down"),
         Binding("k,up", "move(-1)", "up", show=False, id="entry_list.up"),
-        Binding("pagedown", "move(20)", show=False, id="entry_list.page_down"),
-        Binding("pageup", "move(-20)", show=False, id="entry_list.page_up"),
+        Binding("pagedown", "move(20)", "page down", show=False, id="entry_list.page_down"),
+        Binding("pageup", "move(-20)", "page up", show=False, id="entry_list.page_up"),
         Binding("g,home", "first", "top", show=False, id="entry_list.top"),
         Binding("G,end", "last", "bottom", show=False, id="entry_list.bottom"),
         Binding("enter", "open", "detail", id="entry_list.open"),
         Binding("F", "toggle_follow", "follow", id="entry_list.follow"),
-        Binding("t", "time_format", "time", id="entry_list.time"),
+        Binding("t", "time_format", "time", show=False, id="entry_list.time"),
+        Binding("space", "mark", "mark", id="entry_list.mark"),
+        Binding("M", "only_marked", "only marked", show=False, id="entry_list.only_marked"),
     ]
 
     cursor: reactive[int] = reactive(-1, always_update=True)
@@ -64,7 +69,7 @@ class EntryList(ScrollView, can_focus=True):
     # -- data ------------------------------------------------------------------------------------
 
     def rows_changed(self) -> None:
-        n = len(self.store)
+        n = len(self.store.shown)
         self.virtual_size = Size(self.size.width, n)
         if self.follow and n:
             self.cursor = n - 1
@@ -76,13 +81,13 @@ class EntryList(ScrollView, can_focus=True):
 
     @property
     def selected(self) -> Row | None:
-        rows = self.store.rows
+        rows = self.store.shown
         return rows[self.cursor] if 0 <= self.cursor < len(rows) else None
 
     # -- actions ---------------------------------------------------------------------------------
 
     def action_move(self, delta: int) -> None:
-        n = len(self.store)
+        n = len(self.store.shown)
         if not n:
             return
         self.cursor = min(n - 1, max(0, (self.cursor if self.cursor >= 0 else n - 1) + delta))
@@ -92,15 +97,15 @@ class EntryList(ScrollView, can_focus=True):
         self._keep_visible()
 
     def action_first(self) -> None:
-        if len(self.store):
+        if self.store.shown:
             self.follow = False
             self.cursor = 0
             self._keep_visible()
 
     def action_last(self) -> None:
-        if len(self.store):
+        if self.store.shown:
             self.follow = True
-            self.cursor = len(self.store) - 1
+            self.cursor = len(self.store.shown) - 1
             self._keep_visible()
 
     def action_toggle_follow(self) -> None:
@@ -112,6 +117,22 @@ class EntryList(ScrollView, can_focus=True):
         i = TIME_FORMATS.index(self.time_format)
         self.time_format = TIME_FORMATS[(i + 1) % len(TIME_FORMATS)]
         self.refresh()
+
+    def action_mark(self) -> None:
+        row = self.selected
+        if row is None:
+            return
+        self.store.toggle_mark(row)
+        if self.store.only_marked:  # an unmarked row leaves this view
+            self.rows_changed()
+        self.refresh()
+        self.post_message(MarksChanged(len(self.store.marked)))
+
+    def action_only_marked(self) -> None:
+        self.store.only_marked = not self.store.only_marked
+        self.follow = True
+        self.rows_changed()
+        self.post_message(MarksChanged(len(self.store.marked)))
 
     def action_open(self) -> None:
         row = self.selected
@@ -134,7 +155,7 @@ class EntryList(ScrollView, can_focus=True):
 
     def _when(self, i: int, row: Row) -> str:
         fmt = self.time_format
-        rows = self.store.rows
+        rows = self.store.shown
         if fmt == "relative" and rows:
             return f"{row.ts - rows[0].ts:12.6f}"
         if fmt == "delta":
@@ -148,7 +169,10 @@ class EntryList(ScrollView, can_focus=True):
         lat = "-" if row.latency_ms is None else f"{row.latency_ms:.1f}ms"
         status = row.status or "-"
         bad = bool(row.error) or (status.isdigit() and int(status) >= 400)
-        cells = [(f"{self._when(i, row):<12} ", "entry-list--dim")]
+        cells = [
+            ("● " if self.store.is_marked(row) else "  ", "entry-list--marked"),
+            (f"{self._when(i, row):<12} ", "entry-list--dim"),
+        ]
         if self.show_node:
             cells.append((f"{row.node[:12]:<12} ", "entry-list--dim"))
         cells += [
@@ -166,16 +190,23 @@ class EntryList(ScrollView, can_focus=True):
     def render_line(self, y: int) -> Strip:
         width = self.size.width
         i = self.scroll_offset.y + y
-        rows = self.store.rows
+        rows = self.store.shown
         if i >= len(rows):
             return Strip.blank(width, self.rich_style)
         base = self.rich_style
+        # marked and cursor rows change the background only: cells keep their colours
+        over = Style()
+        if self.store.marked and self.store.is_marked(rows[i]):
+            over += self._background("entry-list--marked-row")
         if i == self.cursor:
-            base = base + self.get_component_rich_style("entry-list--cursor")
+            over += self._background("entry-list--cursor")
+        base += over
         segments = []
         for text, cls in self.line_text(i, rows[i]):
-            style: Style = base + self.get_component_rich_style(cls) if cls else base
-            if i == self.cursor:
-                style = style + self.get_component_rich_style("entry-list--cursor")
+            style: Style = base + self.get_component_rich_style(cls) + over if cls else base
             segments.append(Segment(text, style))
         return Strip(segments).crop_extend(0, width, base)
+
+    def _background(self, cls: str) -> Style:
+        s = self.get_component_rich_style(cls)
+        return Style(bgcolor=s.bgcolor, bold=s.bold, underline=s.underline)

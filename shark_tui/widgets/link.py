@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from textual.message_pump import MessagePump
@@ -30,6 +31,7 @@ class DaemonLink:
         self.up = False
         self._changed = asyncio.Event()
         self.sent: list[wire.Message] = []  # what the UI asked of the daemon (tests read it)
+        self.last_export: wire.ExportDone | None = None
 
     def set_filter(self, text: str) -> None:
         self.filter = text
@@ -108,3 +110,15 @@ class DaemonLink:
             raise ClientError(f"{self.node}: not connected")
         self.sent.append(wire.GetEntry(id=entry_id))
         return await self.client.get_entry(entry_id)
+
+    async def export(self, filter: str, ids: list[str]) -> AsyncIterator[bytes]:
+        """The pcapng of a selection (``ids``, or else ``filter``); `last_export` then holds
+        the daemon's packet and connection counts."""
+        client = self.client
+        if client is None or not self.up:
+            raise ClientError(f"{self.node}: not connected")
+        self.sent.append(wire.Export(filter=filter, ids=list(ids)))
+        self.last_export = None
+        async for chunk in client.export(filter, ids):
+            yield chunk
+        self.last_export = client.last_export

@@ -7,6 +7,7 @@ from typing import Any
 from textual.message import Message
 
 from shark_tui.widgets.rows import Row
+from shark_tui.widgets.saver import Selection
 
 
 class EntriesArrived(Message):
@@ -55,3 +56,28 @@ class EntryChosen(Message):
     def __init__(self, row: Row) -> None:
         super().__init__()
         self.row = row
+
+
+class MarksChanged(Message):
+    """A row was marked or unmarked, or the only-marked view was switched."""
+
+    def __init__(self, marked: int) -> None:
+        super().__init__()
+        self.marked = marked
+
+
+class SaveRequested(Message):
+    """The save dialog's path was entered: export ``selection`` to ``path``."""
+
+    def __init__(self, path: str, selection: Selection) -> None:
+        super().__init__()
+        self.path = path
+        self.selection = selection
+
+
+class CommandSubmitted(Message):
+    """A `:` command line was entered (``text`` without the colon)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text

@@ -18,7 +18,9 @@ from tests.engine.test_dissect import capture
 
 
 @contextmanager
-def fixture_daemon(conns: int = 4, seed: int = 7) -> Iterator[tuple[str, str]]:
+def fixture_daemon(
+    conns: int = 4, seed: int = 7, node: str = "fixture"
+) -> Iterator[tuple[str, str]]:
     """(address, token) of a daemon serving ``conns`` HTTP connections of 4 exchanges each
     (GET 200, POST 201, HEAD 200, GET 500) with fixed timestamps."""
     data, _ = capture(seed, conns)
@@ -28,9 +30,36 @@ def fixture_daemon(conns: int = 4, seed: int = 7) -> Iterator[tuple[str, str]]:
         rec.flush()
         token = secrets.token_urlsafe(8)
         sock = os.path.join(tmp, "sock")
-        srv = Server(rec, threading.Lock(), token, sock, rec.status, node="fixture")
+        srv = Server(rec, threading.Lock(), token, sock, rec.status, node=node)
         srv.start()
         try:
             yield f"unix:{sock}", token
         finally:
             srv.stop()
+
+
+async def wait_for(pred, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    """Poll ``pred`` until true (the daemon answers on its own threads)."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not pred():
+        if loop.time() > deadline:
+            raise AssertionError("timed out")
+        await asyncio.sleep(0.05)
+
+
+def notes(app) -> list[str]:  # type: ignore[no-untyped-def]
+    """The messages of the app's notifications still on screen."""
+    return [n.message for n in app._notifications]
+
+
+def tshark(path: str, *args: str) -> list[str]:
+    """``tshark -r path args`` output lines (the test fails when tshark cannot read it)."""
+    import subprocess
+
+    out = subprocess.run(
+        ["tshark", "-r", path, *args], capture_output=True, text=True, timeout=60, check=True
+    )
+    return out.stdout.split()

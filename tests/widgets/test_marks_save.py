@@ -1,0 +1,160 @@
+"""Marks (`space`, `M`) and saving (`w`) over a real daemon socket: what the daemon was asked
+to export, and the file on disk as tshark reads it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+
+import pytest
+
+from shark_tui.app import SharkApp
+from shark_tui.engine import wire
+from shark_tui.widgets.save_dialog import SaveScreen
+from tests.widgets.appfixture import fixture_daemon, notes, tshark, wait_for
+
+NOW = 1_700_000_000.0
+needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="needs tshark")
+
+
+def _line(app: SharkApp, y: int) -> str:
+    return app.entry_list.render_line(y).text
+
+
+@needs_tshark
+def test_mark_only_marked_and_save_marked() -> None:
+    async def main() -> None:
+        with fixture_daemon() as (address, token), tempfile.TemporaryDirectory() as tmp:
+            app = SharkApp([(address, token)], clock=lambda: NOW)
+            async with app.run_test(size=(160, 30)) as pilot:
+                link = app.links[0]
+                await wait_for(lambda: len(app.store) == 16)
+                rows = list(app.store.rows)
+
+                # space marks the cursor row (the newest), g + space the oldest
+                await pilot.press("space")
+                await pilot.press("g", "space")
+                assert set(app.store.marked) == {("fixture", rows[0].id), ("fixture", rows[15].id)}
+                assert _line(app, 0).startswith("● ")
+                assert _line(app, 1).startswith("  ")
+                assert "marked 2" in str(app.header.render())
+                # space again unmarks; once more marks
+                await pilot.press("space")
+                assert ("fixture", rows[0].id) not in app.store.marked
+                await pilot.press("space")
+
+                # M: only the marked rows, from the same store: nothing new asked of the daemon
+                sent = len(link.sent)
+                await pilot.press("M")
+                assert [r.id for r in app.store.shown] == [rows[0].id, rows[15].id]
+                assert len(link.sent) == sent
+                assert _line(app, 0).startswith("● ") and _line(app, 2).strip() == ""
+                # unmarking in this view takes the row out of it
+                await pilot.press("g", "space")
+                assert [r.id for r in app.store.shown] == [rows[15].id]
+                await pilot.press("M")
+                assert len(app.store.shown) == 16
+                await pilot.press("g", "space")
+
+                # w: the dialog, its default name from the (frozen) clock
+                await pilot.press("w")
+                await wait_for(lambda: isinstance(app.screen, SaveScreen))
+                dialog = app.screen
+                assert isinstance(dialog, SaveScreen)
+                assert dialog.input.value == "shark-tui-20231114-221320.pcapng"
+                assert "2 marked entries" in str(dialog.query_one("#save-what").render())
+                out = os.path.join(tmp, "marked.pcapng")
+                await pilot.press(*out, "enter")  # the selected default is replaced
+                await wait_for(lambda: not isinstance(app.screen, SaveScreen))
+                export = link.sent[-1]
+                assert isinstance(export, wire.Export)
+                assert export.ids == [rows[0].id, rows[15].id] and export.filter == ""
+                assert os.path.exists(out) and not os.path.exists(out + ".part")
+                # each marked entry's whole connection, handshake included
+                streams = set(tshark(out, "-T", "fields", "-e", "tcp.stream"))
+                assert len(streams) == 2
+                uris = tshark(out, "-Y", "http.request", "-T", "fields", "-e", "http.request.uri")
+                assert len(uris) == 8
+                assert any("connections written to " + out in n for n in notes(app))
+                assert any(" 2 connections" in n for n in notes(app))
+
+    asyncio.run(main())
+
+
+@needs_tshark
+def test_save_all_shown_as_classic_pcap_and_overwrite() -> None:
+    async def main() -> None:
+        with fixture_daemon() as (address, token), tempfile.TemporaryDirectory() as tmp:
+            app = SharkApp([(address, token)], clock=lambda: NOW)
+            async with app.run_test(size=(160, 30)) as pilot:
+                link = app.links[0]
+                await wait_for(lambda: len(app.store) == 16)
+                await pilot.press("slash", *"status >= 500", "enter")
+                await wait_for(lambda: len(app.store) == 4)
+
+                # nothing marked: all shown = the filter in force when w was pressed
+                await pilot.press("w")
+                await wait_for(lambda: isinstance(app.screen, SaveScreen))
+                assert "matching status >= 500" in str(app.screen.query_one("#save-what").render())
+                out = os.path.join(tmp, "errors.pcap")
+                with open(out, "wb") as f:
+                    f.write(b"old")
+                await pilot.press(*out, "enter")
+                await pilot.pause()
+                # it exists: the dialog asks for a second enter
+                assert isinstance(app.screen, SaveScreen)
+                assert "exists" in str(app.screen.query_one("#save-status").render())
+                assert not isinstance(link.sent[-1], wire.Export)
+                await pilot.press("enter")
+                await wait_for(lambda: not isinstance(app.screen, SaveScreen))
+                export = link.sent[-1]
+                assert isinstance(export, wire.Export)
+                assert export.filter == "status >= 500" and export.ids == []
+                with open(out, "rb") as f:
+                    assert f.read(4) == bytes.fromhex("d4c3b2a1")  # classic pcap, LE
+                streams = set(tshark(out, "-T", "fields", "-e", "tcp.stream"))
+                assert len(streams) == 4
+                codes = tshark(out, "-Y", "http.response", "-T", "fields", "-e",
+                               "http.response.code")  # fmt: skip
+                assert codes.count("500") == 4
+
+                # a bad directory is said in the dialog, nothing is sent
+                n = len(link.sent)
+                await pilot.press("w")
+                await wait_for(lambda: isinstance(app.screen, SaveScreen))
+                await pilot.press(*os.path.join(tmp, "nope", "x.pcapng"), "enter")
+                await pilot.pause()
+                assert "no such directory" in str(app.screen.query_one("#save-status").render())
+                await pilot.press("escape")
+                assert not isinstance(app.screen, SaveScreen)
+                assert len(link.sent) == n
+
+    asyncio.run(main())
+
+
+@needs_tshark
+def test_save_with_two_daemons_writes_one_file_per_node() -> None:
+    async def main() -> None:
+        with (
+            fixture_daemon(node="node-a") as (a, ta),
+            fixture_daemon(conns=2, seed=3, node="node-b") as (b, tb),
+            tempfile.TemporaryDirectory() as tmp,
+        ):
+            app = SharkApp([(a, ta), (b, tb)], clock=lambda: NOW)
+            async with app.run_test(size=(160, 30)) as pilot:
+                await wait_for(lambda: len(app.store) == 24)
+                await pilot.press("w")
+                await wait_for(lambda: isinstance(app.screen, SaveScreen))
+                hint = str(app.screen.query_one("#save-hint").render())
+                assert "one file per node" in hint and "-node-a.pcapng" in hint
+                out = os.path.join(tmp, "all.pcapng")
+                await pilot.press(*out, "enter")
+                await wait_for(lambda: not isinstance(app.screen, SaveScreen))
+                for node, conns in (("node-a", 4), ("node-b", 2)):
+                    path = os.path.join(tmp, f"all-{node}.pcapng")
+                    assert len(set(tshark(path, "-T", "fields", "-e", "tcp.stream"))) == conns
+                assert all(isinstance(link.sent[-1], wire.Export) for link in app.links)
+
+    asyncio.run(main())
