@@ -6,12 +6,15 @@ embedded one for ``shark-tui`` on this host and ``shark-tui open FILE``)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
+from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from shark_tui.widgets.copy_menu import CopyMenu
 from shark_tui.widgets.detail import DetailScreen
 from shark_tui.widgets.entry_list import EntryList
 from shark_tui.widgets.filter_bar import FilterBar
@@ -26,7 +29,7 @@ from shark_tui.widgets.messages import (
     SaveRequested,
     StatsArrived,
 )
-from shark_tui.widgets.rows import RowStore
+from shark_tui.widgets.rows import Row, RowStore
 from shark_tui.widgets.save_dialog import SaveScreen
 from shark_tui.widgets.saver import Selection, default_name, save
 
@@ -43,6 +46,7 @@ class SharkApp(App[None]):
         Binding("escape", "escape", show=False, id="app.escape"),
         Binding("C", "clear", "clear", id="app.clear"),
         Binding("w", "save", "save", id="app.save"),
+        Binding("x", "copy_entry", "copy", id="app.copy"),
         *(
             Binding(str(i + 1), f"toggle('{p}')", p, show=False, id=f"app.toggle_{p}")
             for i, p in enumerate(TOGGLES)
@@ -177,16 +181,29 @@ class SharkApp(App[None]):
 
     # -- detail ----------------------------------------------------------------------------------
 
-    async def on_entry_chosen(self, msg: EntryChosen) -> None:
-        link = next((link for link in self.links if link.node == msg.row.node), None)
+    def on_entry_chosen(self, msg: EntryChosen) -> None:
+        self.run_worker(
+            self._open(msg.row, DetailScreen), group="entry", exclusive=True, exit_on_error=False
+        )
+
+    def action_copy_entry(self) -> None:
+        row = self.entry_list.selected
+        if row is not None:
+            self.run_worker(
+                self._open(row, CopyMenu), group="entry", exclusive=True, exit_on_error=False
+            )
+
+    async def _open(self, row: Row, screen: Callable[[dict[str, Any]], Screen[Any]]) -> None:
+        """Fetch ``row``'s full entry from its daemon (GetEntry), then show ``screen`` on it."""
+        link = next((link for link in self.links if link.node == row.node), None)
         if link is None:
             return
         try:
-            entry = await link.get_entry(msg.row.id)
+            entry = await link.get_entry(row.id)
         except Exception as exc:  # shown, never raised into the UI
-            self.notify(f"{msg.row.id}: {exc}", severity="error")
+            self.notify(f"{row.id}: {exc}", severity="error")
             return
-        self.push_screen(DetailScreen(entry))
+        self.push_screen(screen(entry))
 
     # -- marks and saving ------------------------------------------------------------------------
 

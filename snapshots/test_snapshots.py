@@ -82,3 +82,12 @@ def test_save_dialog(snap_compare: Any, app: SharkApp) -> None:
         await _screen(pilot, "SaveScreen")
 
     assert snap_compare(app, terminal_size=SIZE, run_before=before)
+
+
+def test_copy_menu(snap_compare: Any, app: SharkApp) -> None:
+    async def before(pilot: Any) -> None:
+        await _rows(pilot)
+        await pilot.press("x")
+        await _screen(pilot, "CopyMenu")
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=before)
