@@ -569,16 +569,25 @@ class QueryEngine:
             # (a pipelined response still in flight at the checkpoint, say): then go whole
             return all(e.get(k) == v for k, v in want.items() if k != "id")
 
+        def pick(entries: list[Entry]) -> tuple[bool, Entry | None]:
+            """(done, the wanted entry or None). Several entries can share a timestamp (a
+            pipeline in one segment): all of them are looked at before giving up."""
+            for e in entries:
+                if e["ts"] < want["ts"]:
+                    continue
+                if same(e):
+                    return True, e
+                if e["ts"] > want["ts"]:
+                    return True, None
+            return False, None
+
         for i in range(0, len(rest), 64):
             cur.feed(self.reader.read(rest[i : i + 64]))
-            for e in cur.take():
-                if e["ts"] >= want["ts"]:
-                    return e if same(e) else None
+            done, found = pick(cur.take())
+            if done:
+                return found
         cur.finish()
-        for e in cur.take():
-            if e["ts"] >= want["ts"]:
-                return e if same(e) else None
-        return None
+        return pick(cur.take())[1]
 
     def flows_of(self, flt: Filter | None, ids: Iterable[str]) -> set[int]:
         """The flow numbers holding the selected entries (ids, or all entries matching flt)."""
