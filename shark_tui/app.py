@@ -5,6 +5,7 @@ embedded one for ``shark-tui`` on this host and ``shark-tui open FILE``)."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -14,13 +15,17 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from shark_tui.engine.filter import validate
+from shark_tui.widgets.command_bar import CommandBar, CommandError, filter_term, parse
 from shark_tui.widgets.copy_menu import CopyMenu
 from shark_tui.widgets.detail import DetailScreen
 from shark_tui.widgets.entry_list import EntryList
 from shark_tui.widgets.filter_bar import FilterBar
+from shark_tui.widgets.help import Groups, HelpScreen, bindings_of
 from shark_tui.widgets.link import DaemonLink
 from shark_tui.widgets.messages import (
     CaughtUp,
+    CommandSubmitted,
     EntriesArrived,
     EntryChosen,
     FilterSubmitted,
@@ -31,7 +36,7 @@ from shark_tui.widgets.messages import (
 )
 from shark_tui.widgets.rows import Row, RowStore
 from shark_tui.widgets.save_dialog import SaveScreen
-from shark_tui.widgets.saver import Selection, default_name, save
+from shark_tui.widgets.saver import Selection, default_name, path_problem, save
 
 #: Protocols toggled by keys 1–8 (DESIGN.md's order) and the filter macro of each.
 TOGGLES = ("http", "http2", "grpc", "graphql", "amqp", "kafka", "redis", "tcp")
@@ -42,13 +47,15 @@ class SharkApp(App[None]):
     TITLE = "shark-tui"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "quit", id="app.quit"),
+        Binding("question_mark", "help", "help", id="app.help"),
         Binding("slash", "filter", "filter", id="app.filter"),
-        Binding("escape", "escape", show=False, id="app.escape"),
+        Binding("colon", "command", "command", show=False, id="app.command"),
+        Binding("escape", "escape", "close / clear filter", show=False, id="app.escape"),
         Binding("C", "clear", "clear", id="app.clear"),
         Binding("w", "save", "save", id="app.save"),
         Binding("x", "copy_entry", "copy", id="app.copy"),
         *(
-            Binding(str(i + 1), f"toggle('{p}')", p, show=False, id=f"app.toggle_{p}")
+            Binding(str(i + 1), f"toggle('{p}')", f"toggle {p}", show=False, id=f"app.toggle_{p}")
             for i, p in enumerate(TOGGLES)
         ),
     ]
@@ -68,10 +75,12 @@ class SharkApp(App[None]):
         self.header = Static("", id="header")
         self.entries = EntryList(self.store, show_node=len(self.links) > 1, id="entries")
         self.filter_bar = FilterBar(id="filter-bar")
+        self.command_bar = CommandBar(id="command-bar")
         yield self.header
         yield Static(self._columns(), id="columns")
         yield self.entries
         yield self.filter_bar
+        yield self.command_bar
         yield Footer()
 
     def _columns(self) -> str:
@@ -83,6 +92,7 @@ class SharkApp(App[None]):
 
     def on_mount(self) -> None:
         self.filter_bar.display = False
+        self.command_bar.display = False
         for link in self.links:
             self.run_worker(link.run(), group="links", exit_on_error=False)
         self.set_interval(0.1, self._settle)
@@ -133,15 +143,18 @@ class SharkApp(App[None]):
     # -- filtering -------------------------------------------------------------------------------
 
     def action_filter(self) -> None:
+        self.command_bar.display = False
         bar = self.filter_bar
         bar.display = True
         bar.input.value = self.filter_text
         bar.input.focus()
 
     def action_escape(self) -> None:
-        bar = self.filter_bar
-        if bar.display:
-            bar.display = False
+        """esc: the topmost of the bars closes; on the bare list the filter is cleared
+        (dialogs close themselves: each binds esc)."""
+        bars = [bar for bar in (self.command_bar, self.filter_bar) if bar.display]
+        if bars:
+            bars[0].display = False
             self.entry_list.focus()
         elif self.filter_text or self.toggled:
             self.toggled.clear()
@@ -251,3 +264,56 @@ class SharkApp(App[None]):
         if dialog is not None and dialog.is_attached:
             text = "; ".join(r.describe() for r in failed) or "nothing to save"
             dialog.finished(text, ok=bool(results) and not failed)
+
+    # -- help and commands -----------------------------------------------------------------------
+
+    def binding_groups(self) -> Groups:
+        """Every binding, by the widget or screen that has it (help, palette, keymap check)."""
+        widgets: list[tuple[str, Any]] = [
+            ("main", SharkApp), ("entry list", EntryList), ("filter bar (/)", FilterBar),
+            ("command line (:)", CommandBar), ("detail (enter)", DetailScreen),
+            ("save dialog (w)", SaveScreen), ("copy menu (x)", CopyMenu),
+            ("help (?)", HelpScreen),
+        ]  # fmt: skip
+        return [(title, bindings_of(cls.BINDINGS)) for title, cls in widgets]
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.binding_groups(), self._keymap, self.key_display))
+
+    def key_display(self, key: str) -> str:
+        return self.get_key_display(Binding(key, ""))
+
+    def action_command(self) -> None:
+        self.filter_bar.display = False
+        self.command_bar.open()
+
+    def on_command_submitted(self, msg: CommandSubmitted) -> None:
+        try:
+            self.run_command(msg.text)
+        except CommandError as exc:
+            self.command_bar.error(str(exc))
+            return
+        self.command_bar.display = False
+        self.entry_list.focus()
+
+    def run_command(self, text: str) -> None:
+        """A `:` command; CommandError says what was wrong."""
+        name, arg = parse(text)
+        if name == "q":
+            self.exit()
+        elif name == "save":
+            path = os.path.expanduser(arg)
+            problem = path_problem(path)
+            if problem:
+                raise CommandError(problem)
+            self.save_to(path, self.selection())
+        else:
+            self.add_filter(filter_term(name, arg), error=CommandError)
+
+    def add_filter(self, term: str, error: type[Exception] = ValueError) -> None:
+        """Narrow the typed filter by ``term`` (toggles stay)."""
+        text = f"({self.filter_text}) and {term}" if self.filter_text.strip() else term
+        problem = validate(text)
+        if problem is not None:
+            raise error(str(problem))
+        self._apply(text)

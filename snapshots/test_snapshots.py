@@ -91,3 +91,21 @@ def test_copy_menu(snap_compare: Any, app: SharkApp) -> None:
         await _screen(pilot, "CopyMenu")
 
     assert snap_compare(app, terminal_size=SIZE, run_before=before)
+
+
+def test_help(snap_compare: Any, app: SharkApp) -> None:
+    async def before(pilot: Any) -> None:
+        await _rows(pilot)
+        await pilot.press("question_mark")
+        await _screen(pilot, "HelpScreen")
+
+    assert snap_compare(app, terminal_size=(150, 60), run_before=before)
+
+
+def test_command_line_error(snap_compare: Any, app: SharkApp) -> None:
+    async def before(pilot: Any) -> None:
+        await _rows(pilot)
+        await pilot.press("colon", *"frob", "enter")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=before)

@@ -15,9 +15,9 @@ from shark_tui.widgets.messages import FilterSubmitted
 
 class FilterBar(Vertical):
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("up", "history(-1)", show=False, id="filter.history_back"),
-        Binding("down", "history(1)", show=False, id="filter.history_forward"),
-        Binding("tab", "complete", show=False, id="filter.complete"),
+        Binding("up", "history(-1)", "older filter", show=False, id="filter.history_back"),
+        Binding("down", "history(1)", "newer filter", show=False, id="filter.history_forward"),
+        Binding("tab", "complete", "complete", show=False, id="filter.complete"),
     ]
 
     def __init__(self, id: str | None = None) -> None:

@@ -12,7 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
 from shark_tui.widgets.messages import SaveRequested
-from shark_tui.widgets.saver import Selection, path_for
+from shark_tui.widgets.saver import Selection, path_for, path_problem
 
 
 class SaveScreen(ModalScreen[None]):
@@ -64,7 +64,7 @@ class SaveScreen(ModalScreen[None]):
         if self.saving:
             return
         path = os.path.expanduser(event.value.strip())
-        problem = _problem(path)
+        problem = path_problem(path)
         if problem:
             self.status(problem, error=True)
             return
@@ -93,16 +93,3 @@ class SaveScreen(ModalScreen[None]):
         self.input.disabled = False
         self.input.focus()
         self.status(text, error=True)
-
-
-def _problem(path: str) -> str:
-    if not path:
-        return "a file name, please"
-    if os.path.isdir(path):
-        return f"{path} is a directory"
-    parent = os.path.dirname(path) or "."
-    if not os.path.isdir(parent):
-        return f"no such directory: {parent}"
-    if not os.access(parent, os.W_OK):
-        return f"cannot write in {parent}"
-    return ""

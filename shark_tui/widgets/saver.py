@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["Saved", "Selection", "default_name", "path_for", "save"]
+__all__ = ["Saved", "Selection", "default_name", "path_for", "path_problem", "save"]
 
 
 class Exporter(Protocol):
@@ -82,6 +82,20 @@ def path_for(path: str, node: str, several: bool) -> str:
     stem, ext = os.path.splitext(path)
     safe = re.sub(r"[^\w.-]+", "_", node).strip("_") or "node"
     return f"{stem}-{safe}{ext}"
+
+
+def path_problem(path: str) -> str:
+    """Why ``path`` cannot be written ("" when it looks fine)."""
+    if not path:
+        return "a file name, please"
+    if os.path.isdir(path):
+        return f"{path} is a directory"
+    parent = os.path.dirname(path) or "."
+    if not os.path.isdir(parent):
+        return f"no such directory: {parent}"
+    if not os.access(parent, os.W_OK):
+        return f"cannot write in {parent}"
+    return ""
 
 
 Progress = Callable[[str, int], None]
