@@ -34,6 +34,7 @@ from shark_tui.widgets.messages import (
     SaveRequested,
     StatsArrived,
 )
+from shark_tui.widgets.pod_picker import PodPicker
 from shark_tui.widgets.rows import Row, RowStore
 from shark_tui.widgets.save_dialog import SaveScreen
 from shark_tui.widgets.saver import Selection, default_name, path_problem, save
@@ -54,6 +55,7 @@ class SharkApp(App[None]):
         Binding("C", "clear", "clear", id="app.clear"),
         Binding("w", "save", "save", id="app.save"),
         Binding("x", "copy_entry", "copy", id="app.copy"),
+        Binding("p", "pods", "pods", id="app.pods"),
         *(
             Binding(str(i + 1), f"toggle('{p}')", f"toggle {p}", show=False, id=f"app.toggle_{p}")
             for i, p in enumerate(TOGGLES)
@@ -273,7 +275,7 @@ class SharkApp(App[None]):
             ("main", SharkApp), ("entry list", EntryList), ("filter bar (/)", FilterBar),
             ("command line (:)", CommandBar), ("detail (enter)", DetailScreen),
             ("save dialog (w)", SaveScreen), ("copy menu (x)", CopyMenu),
-            ("help (?)", HelpScreen),
+            ("pod picker (p)", PodPicker), ("help (?)", HelpScreen),
         ]  # fmt: skip
         return [(title, bindings_of(cls.BINDINGS)) for title, cls in widgets]
 
@@ -309,6 +311,16 @@ class SharkApp(App[None]):
             self.save_to(path, self.selection())
         else:
             self.add_filter(filter_term(name, arg), error=CommandError)
+
+    def action_pods(self) -> None:
+        def chosen(term: str | None) -> None:
+            if term:
+                try:
+                    self.add_filter(term)
+                except ValueError as exc:
+                    self.notify(str(exc), severity="error")
+
+        self.push_screen(PodPicker(self.store.seen), chosen)
 
     def add_filter(self, term: str, error: type[Exception] = ValueError) -> None:
         """Narrow the typed filter by ``term`` (toggles stay)."""

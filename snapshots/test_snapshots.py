@@ -109,3 +109,13 @@ def test_command_line_error(snap_compare: Any, app: SharkApp) -> None:
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=before)
+
+
+def test_pod_picker(snap_compare: Any, app: SharkApp) -> None:
+    async def before(pilot: Any) -> None:
+        await _rows(pilot)
+        pilot.app.store.seen.update({"default/api-7d9", "shop/api-7d9", "default/web"})
+        await pilot.press("p", *"10.0")
+        await _screen(pilot, "PodPicker")
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=before)
