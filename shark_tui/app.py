@@ -38,6 +38,7 @@ from shark_tui.widgets.pod_picker import PodPicker
 from shark_tui.widgets.rows import Row, RowStore
 from shark_tui.widgets.save_dialog import SaveScreen
 from shark_tui.widgets.saver import Selection, default_name, path_problem, save
+from shark_tui.widgets.status_header import StatusHeader
 
 #: Protocols toggled by keys 1–8 (DESIGN.md's order) and the filter macro of each.
 TOGGLES = ("http", "http2", "grpc", "graphql", "amqp", "kafka", "redis", "tcp")
@@ -68,13 +69,12 @@ class SharkApp(App[None]):
         self.links = [DaemonLink(self, address, token) for address, token in links]
         self.filter_text = ""
         self.toggled: set[str] = set()
-        self.stats: dict[str, dict[str, Any]] = {}
         self.clock = clock
 
     def compose(self) -> ComposeResult:
         # kept by reference: `query_one` on the app searches the topmost screen, which is a
         # dialog while one is open, and rows and stats keep arriving then
-        self.header = Static("", id="header")
+        self.header = StatusHeader(id="header")
         self.entries = EntryList(self.store, show_node=len(self.links) > 1, id="entries")
         self.filter_bar = FilterBar(id="filter-bar")
         self.command_bar = CommandBar(id="command-bar")
@@ -118,28 +118,25 @@ class SharkApp(App[None]):
             self._header()
 
     def on_link_changed(self, msg: LinkChanged) -> None:
+        if not msg.up:
+            self.header.forget(msg.node)
         self._header()
         if not msg.up and msg.error:
             self.notify(f"{msg.node}: {msg.error}", severity="warning", timeout=4)
 
     def on_stats_arrived(self, msg: StatsArrived) -> None:
-        self.stats[msg.node] = msg.stats
+        self.header.feed(msg.node, msg.stats, msg.at)
         self._header()
 
     def _header(self) -> None:
-        up = sum(1 for link in self.links if link.up)
-        drops = received = 0
-        for st in self.stats.values():
-            for src in st.get("sources", []):
-                drops += int(src.get("dropped", 0)) + int(src.get("queue_dropped", 0))
-                received += int(src.get("received", 0))
-        flt = self.effective_filter() or "(no filter)"
-        self.header.update(
-            f"shark-tui  daemons {up}/{len(self.links)}  packets {received:,}  drops {drops:,}"
-            f"  entries {len(self.store):,}  marked {len(self.store.marked):,}"
-            f"{' (only marked shown)' if self.store.only_marked else ''}"
-            f"  {'FOLLOW' if self.entry_list.follow else 'PAUSED'}"
-            f"  filter: {flt}"
+        self.header.show(
+            up=sum(1 for link in self.links if link.up),
+            total=len(self.links),
+            entries=len(self.store),
+            marked=len(self.store.marked),
+            only_marked=self.store.only_marked,
+            follow=self.entry_list.follow,
+            filter=self.effective_filter(),
         )
 
     # -- filtering -------------------------------------------------------------------------------

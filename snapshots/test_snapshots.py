@@ -26,7 +26,7 @@ def app() -> Iterator[SharkApp]:
 async def _rows(pilot: Any, n: int = 16) -> None:
     app = pilot.app
     for _ in range(200):
-        if len(app.store) >= n and app.links[0].up:
+        if len(app.store) >= n and app.links[0].up and app.header.stats:
             break
         await asyncio.sleep(0.05)
     await pilot.pause()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from textual.message import Message
@@ -38,10 +39,14 @@ class LinkChanged(Message):
 
 
 class StatsArrived(Message):
-    def __init__(self, node: str, stats: dict[str, Any]) -> None:
+    """A daemon's stats (``at``: when they came, monotonic seconds; rates are measured
+    between arrivals)."""
+
+    def __init__(self, node: str, stats: dict[str, Any], at: float | None = None) -> None:
         super().__init__()
         self.node = node
         self.stats = stats
+        self.at = time.monotonic() if at is None else at
 
 
 class FilterSubmitted(Message):
