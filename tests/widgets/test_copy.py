@@ -8,14 +8,11 @@ import asyncio
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
-
-import pytest
 
 from shark_tui.app import SharkApp
 from shark_tui.engine import wire
@@ -41,7 +38,6 @@ class _Recorder(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
 def test_copy_curl_to_clipboard_replays_the_request() -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
     threading.Thread(target=server.serve_forever, daemon=True).start()

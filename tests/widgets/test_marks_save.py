@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import tempfile
-
-import pytest
 
 from shark_tui.app import SharkApp
 from shark_tui.engine import wire
@@ -16,14 +13,12 @@ from shark_tui.widgets.save_dialog import SaveScreen
 from tests.widgets.appfixture import fixture_daemon, notes, tshark, wait_for
 
 NOW = 1_700_000_000.0
-needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="needs tshark")
 
 
 def _line(app: SharkApp, y: int) -> str:
     return app.entry_list.render_line(y).text
 
 
-@needs_tshark
 def test_mark_only_marked_and_save_marked() -> None:
     async def main() -> None:
         with fixture_daemon() as (address, token), tempfile.TemporaryDirectory() as tmp:
@@ -83,7 +78,6 @@ def test_mark_only_marked_and_save_marked() -> None:
     asyncio.run(main())
 
 
-@needs_tshark
 def test_save_all_shown_as_classic_pcap_and_overwrite() -> None:
     async def main() -> None:
         with fixture_daemon() as (address, token), tempfile.TemporaryDirectory() as tmp:
@@ -134,7 +128,6 @@ def test_save_all_shown_as_classic_pcap_and_overwrite() -> None:
     asyncio.run(main())
 
 
-@needs_tshark
 def test_save_with_two_daemons_writes_one_file_per_node() -> None:
     async def main() -> None:
         with (
