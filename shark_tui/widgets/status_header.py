@@ -96,19 +96,24 @@ class StatusHeader(Horizontal):
         super().__init__(id=id)
         self.meter = RateMeter()
         self.stats: dict[str, Mapping[str, Any]] = {}
+        # kept by reference: stats may come before this widget's children are mounted
+        self._state = Static("", id="header-state")
+        self._daemons = Static("", id="header-daemons")
+        self._rate = Static("", id="header-rate")
+        self._spark = Sparkline(list(self.meter.samples), id="header-spark")
+        self._drops = Static("", id="header-drops")
+        self._rest = Static("", id="header-rest")
+        self._parts = (self._state, self._daemons, self._rate, self._drops, self._rest)
 
     def compose(self):  # type: ignore[no-untyped-def]
-        yield Static("", id="header-state")
-        yield Static("", id="header-daemons")
-        yield Static("", id="header-rate")
-        yield Sparkline(list(self.meter.samples), id="header-spark")
-        yield Static("", id="header-drops")
-        yield Static("", id="header-rest")
+        yield from self._parts[:3]
+        yield self._spark
+        yield from self._parts[3:]
 
     def feed(self, node: str, stats: Mapping[str, Any], at: float) -> None:
         self.stats[node] = stats
         self.meter.feed(node, received(stats), at)
-        self.query_one(Sparkline).data = list(self.meter.samples)
+        self._spark.data = list(self.meter.samples)
 
     def forget(self, node: str) -> None:
         """``node`` went away: its rate no longer counts (its stats stay for the totals)."""
@@ -117,18 +122,18 @@ class StatusHeader(Horizontal):
     def show(self, *, up: int, total: int, entries: int, marked: int, only_marked: bool,
              follow: bool, filter: str) -> None:  # fmt: skip
         text, cls = capture_state(self.stats, up)
-        state = self.query_one("#header-state", Static)
+        state = self._state
         for c in ("-live", "-stored", "-warn", "-down"):
             state.set_class(c == cls, c)
         state.update(f"● {text}")
-        self.query_one("#header-daemons", Static).update(f"daemons {up}/{total}")
-        self.query_one("#header-rate", Static).update(f"{self.meter.rate:,.0f} pkt/s")
+        self._daemons.update(f"daemons {up}/{total}")
+        self._rate.update(f"{self.meter.rate:,.0f} pkt/s")
         lost = sum(drops(st) for st in self.stats.values())
-        drop = self.query_one("#header-drops", Static)
+        drop = self._drops
         drop.set_class(lost > 0, "-bad")
         drop.update(f"drops {lost:,}")
         only = " (only marked shown)" if only_marked else ""
-        self.query_one("#header-rest", Static).update(
+        self._rest.update(
             f"entries {entries:,}  marked {marked:,}{only}  {'FOLLOW' if follow else 'PAUSED'}"
             f"  filter: {filter or '(none)'}"
         )
@@ -136,4 +141,4 @@ class StatusHeader(Horizontal):
     @property
     def text(self) -> str:
         """The header as one line of text (tests read it)."""
-        return "  ".join(str(w.render()) for w in self.query(Static))
+        return "  ".join(str(w.render()) for w in self._parts)
