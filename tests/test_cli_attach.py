@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import subprocess
 import time
@@ -104,8 +105,10 @@ def table(out: str) -> list[list[str]]:
     """The rows of the table, without the time and latency columns (see CLOCKED)."""
     rows = []
     for line in out.splitlines():
-        cols = line.split("  ")
-        rows.append(cols[1:7] + cols[8:])
+        cols = [c.strip() for c in line.split("  ") if c.strip()]
+        # the first column is the time; a latency ("0.3ms") may fall in any later column
+        # position, depending on how the padding splits
+        rows.append([c for c in cols[1:] if not re.fullmatch(r"[0-9.]+ms", c)])
     return rows
 
 
