@@ -111,6 +111,7 @@ class Daemon:
         self._wake_r, self._wake_w = os.pipe()
         self._running = False
         self.server: Server | None = None
+        self.writer_errors = 0
         self.reorder_stats: dict[str, int] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -304,7 +305,12 @@ class Daemon:
             if ready:
                 with self.lock:
                     for b in ready:
-                        rec.add_batch(*b)
+                        try:
+                            rec.add_batch(*b)
+                        except Exception as exc:  # a bug must not stop the store: count, go on
+                            self.writer_errors += 1
+                            if self.writer_errors <= 10:
+                                self.say(f"error: a batch could not be stored: {exc!r}")
             if done:
                 break
             now = time.monotonic()
@@ -329,6 +335,7 @@ class Daemon:
         st["started_ns"] = self.started_ns
         st["queue_bytes"] = self.queue.bytes
         st["queue_dropped_batches"] = self.queue.dropped_batches
+        st["writer_errors"] = self.writer_errors
         st["reorder"] = dict(self.reorder_stats)
         st["capturing"] = sorted(self.sources)
         st["failed"] = dict(self.failed)
