@@ -112,6 +112,7 @@ class Daemon:
         self._running = False
         self.server: Server | None = None
         self.writer_errors = 0
+        self._retry_at: dict[str, float] = {}  # source name -> when to try opening it again
         self.reorder_stats: dict[str, int] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -282,11 +283,23 @@ class Daemon:
             os.write(self._wake_w, b"x")
 
     def _reap(self) -> None:
-        """Forget sources whose thread ended by itself (the interface went away)."""
+        """Forget sources whose thread ended by itself; when the link is still there and up
+        (the thread failed, the interface did not go), open it again — at most every 5 s."""
+        now = time.monotonic()
         for name, src in list(self.sources.items()):
             if not src.alive:
                 del self.sources[name]
                 self.say(f"stopped capturing on {name} ({src.error or 'ended'})")
+                self._retry_at[name] = now + 5.0
+        for name, when in list(self._retry_at.items()):
+            if when > now or name in self.sources:
+                continue
+            del self._retry_at[name]
+            for ns in self.namespaces:
+                if self._in_ns(name, ns):
+                    link = ns.links.get(name.rpartition("/")[2])
+                    if link is not None:
+                        self._consider(ns, link)
 
     # -- the writer -----------------------------------------------------------------------------
 
