@@ -59,6 +59,7 @@ _FIN_BOTH: Final = 2 | 4
 #: Protocols a dissection cannot start in the middle of (HTTP/2's header tables).
 _NO_MIDSTREAM: Final = frozenset({"http2", "grpc", "graphql"})
 _EPB: Final = struct.Struct("<IIIIIII")  # type, length, iface, ts hi, ts lo, caplen, orig
+_U32: Final = struct.Struct("<I")
 _DETAIL_WORDS: Final = re.compile(r"\b(request|response|messages|records)\b")
 _SLIM_HEADERS: Final = frozenset({"host", ":authority", ":path"})
 _SHARED_STRINGS: Final = ("proto", "method", "error")
@@ -167,6 +168,31 @@ class StoreReader:
             linktype = rec.sources[sid].linktype if sid < len(rec.sources) else 1
             out.append(((hi << 32) | lo, linktype, m[off + 28 : off + 28 + caplen], sid, orig))
         return out
+
+    def blocks(self, locs: Iterable[int]) -> list[tuple[int, int, int, int]]:
+        """``(ts_ns, loc, source id, block length)`` of the packet blocks at ``locs``."""
+        out: list[tuple[int, int, int, int]] = []
+        for loc in locs:
+            seq, off = loc >> 32, loc & 0xFFFFFFFF
+            m = self._map(seq, off + 32)
+            if m is None or off + 28 > len(m):
+                continue
+            btype, blen, iface, hi, lo, _caplen, _orig = _EPB.unpack_from(m, off)
+            if off + blen > len(m):
+                m = self._map(seq, off + blen)
+                if m is None or off + blen > len(m):
+                    continue
+            if btype != 6:
+                continue
+            info = self._infos.get(seq)
+            sid = info.sources[iface] if info is not None and iface < len(info.sources) else 0
+            out.append(((hi << 32) | lo, loc, sid, blen))
+        return out
+
+    def mapped(self, seq: int) -> mmap.mmap | None:
+        """The current mapping of segment ``seq`` (after `blocks` made sure it is big enough)."""
+        got = self._maps.get(seq)
+        return got[0] if got is not None else None
 
     def forget(self, alive: set[int]) -> None:
         """Unmap segments that are no longer in the store."""
@@ -607,29 +633,38 @@ class QueryEngine:
                 if f is not None:
                     locs += f.locs.tolist()
         locs.sort()
-        packets: list[Packet] = []
+        blocks: list[tuple[int, int, int, int]] = []  # ts, loc, source id, block length
         for i in range(0, len(locs), 4096):
-            packets += self.reader.read(self._readable(locs[i : i + 4096]))
-        packets.sort(key=lambda p: p[0])
+            blocks += self.reader.blocks(self._readable(locs[i : i + 4096]))
+        blocks.sort()
         yield pcapng.section_header("exported by shark-tui", "shark-tui")
-        ifaces: dict[int, int] = {}
+        # The stored blocks go out as they are (their flow comment included), only their
+        # interface id rewritten: no packet is decoded or encoded again.
+        ifaces: dict[int, bytes] = {}
         chunk = bytearray()
-        for ts, _linktype, data, sid, orig in packets:
+        u32 = _U32.pack
+        for _ts, loc, sid, blen in blocks:
             iface = ifaces.get(sid)
             if iface is None:
-                iface = ifaces[sid] = len(ifaces)
+                iface = ifaces[sid] = u32(len(ifaces))
                 src = self.recorder.sources[sid]
                 chunk += pcapng.interface_description(
                     src.linktype, src.snaplen, src.name, src.description
                 )
-            chunk += pcapng.enhanced_packet(iface, ts, data, orig)
+            m = self.reader.mapped(loc >> 32)
+            if m is None:
+                continue
+            off = loc & 0xFFFFFFFF
+            chunk += m[off : off + 8]
+            chunk += iface
+            chunk += m[off + 12 : off + blen]
             if len(chunk) >= 1 << 20:
                 yield bytes(chunk)
                 chunk = bytearray()
         if chunk:
             yield bytes(chunk)
-        self.last_export_packets = len(packets)
-        self.stats["exported_packets"] += len(packets)
+        self.last_export_packets = len(blocks)
+        self.stats["exported_packets"] += len(blocks)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
