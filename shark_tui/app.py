@@ -17,11 +17,13 @@ from textual.widgets import Footer, Static
 
 from shark_tui.engine.filter import validate
 from shark_tui.widgets.command_bar import CommandBar, CommandError, filter_term, parse
+from shark_tui.widgets.commands import ActionCommands
 from shark_tui.widgets.copy_menu import CopyMenu
 from shark_tui.widgets.detail import DetailScreen
 from shark_tui.widgets.entry_list import EntryList
 from shark_tui.widgets.filter_bar import FilterBar
-from shark_tui.widgets.help import Groups, HelpScreen, bindings_of
+from shark_tui.widgets.help import Groups, HelpScreen, bindings_of, describe, keys_of
+from shark_tui.widgets.keymap import config_path, load_keymap
 from shark_tui.widgets.link import DaemonLink
 from shark_tui.widgets.messages import (
     CaughtUp,
@@ -47,21 +49,32 @@ TOGGLES = ("http", "http2", "grpc", "graphql", "amqp", "kafka", "redis", "tcp")
 class SharkApp(App[None]):
     CSS_PATH = "widgets/app.tcss"
     TITLE = "shark-tui"
+    COMMANDS = App.COMMANDS | {ActionCommands}
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("q", "quit", "quit", id="app.quit"),
-        Binding("question_mark", "help", "help", id="app.help"),
-        Binding("slash", "filter", "filter", id="app.filter"),
-        Binding("colon", "command", "command", show=False, id="app.command"),
-        Binding("escape", "escape", "close / clear filter", show=False, id="app.escape"),
-        Binding("C", "clear", "clear", id="app.clear"),
-        Binding("w", "save", "save", id="app.save"),
-        Binding("x", "copy_entry", "copy", id="app.copy"),
-        Binding("p", "pods", "pods", id="app.pods"),
+        Binding("q", "quit", "quit", tooltip="Quit shark-tui", id="app.quit"),
+        Binding("question_mark", "help", "help", tooltip="Every key, command and filter term",
+                id="app.help"),
+        Binding("slash", "filter", "filter", tooltip="Type a filter (the daemon runs it)",
+                id="app.filter"),
+        Binding("colon", "command", "command", show=False,
+                tooltip="Command line: :ns NAME, :pod REGEX, :save PATH, :q", id="app.command"),
+        Binding("escape", "escape", "close / clear filter", show=False,
+                tooltip="Close the filter or command line; on the bare list clear the filter",
+                id="app.escape"),
+        Binding("C", "clear", "clear", tooltip="Clear the list and the marks", id="app.clear"),
+        Binding("w", "save", "save", tooltip="Save the marked entries (or all shown) as pcapng",
+                id="app.save"),
+        Binding("x", "copy_entry", "copy", tooltip="Copy the entry as curl, HAR or JSON",
+                id="app.copy"),
+        Binding("p", "pods", "pods", tooltip="Pick a pod or address to filter by",
+                id="app.pods"),
         *(
-            Binding(str(i + 1), f"toggle('{p}')", f"toggle {p}", show=False, id=f"app.toggle_{p}")
+            Binding(str(i + 1), f"toggle('{p}')", f"toggle {p}", show=False,
+                    tooltip=f"Show {p} entries (with the other toggled protocols)",
+                    id=f"app.toggle_{p}")
             for i, p in enumerate(TOGGLES)
         ),
-    ]
+    ]  # fmt: skip
 
     def __init__(self, links: list[tuple[str, str]], *, clock: Any = time.time) -> None:
         super().__init__()
@@ -70,6 +83,11 @@ class SharkApp(App[None]):
         self.filter_text = ""
         self.toggled: set[str] = set()
         self.clock = clock
+        self.keymap_file = config_path()
+        self.user_keymap, self.keymap_problems = load_keymap(
+            self.keymap_file, {b.id for _, bs in self.binding_groups() for b in bs if b.id}
+        )
+        self._clash_said: set[str] = set()
 
     def compose(self) -> ComposeResult:
         # kept by reference: `query_one` on the app searches the topmost screen, which is a
@@ -93,6 +111,10 @@ class SharkApp(App[None]):
         )
 
     def on_mount(self) -> None:
+        if self.user_keymap:
+            self.set_keymap(self.user_keymap)
+        for problem in self.keymap_problems:
+            self.notify(problem, severity="warning", timeout=10)
         self.filter_bar.display = False
         self.command_bar.display = False
         for link in self.links:
@@ -281,6 +303,28 @@ class SharkApp(App[None]):
 
     def key_display(self, key: str) -> str:
         return self.get_key_display(Binding(key, ""))
+
+    def handle_bindings_clash(self, clashed_bindings: set[Binding], node: Any) -> None:
+        """A key the keymap gave to one binding was another's: said once, not per key."""
+        for b in clashed_bindings:
+            if b.id and b.id not in self._clash_said:
+                self._clash_said.add(b.id)
+                self.notify(f"{self.keymap_file}: {b.key!r} now belongs to another binding; "
+                            f"{b.id} lost it", severity="warning", timeout=10)  # fmt: skip
+
+    def palette_actions(self) -> list[tuple[str, str, str, Any]]:
+        """The command palette's commands: the main screen's bindings (title, help with the
+        key, action, the node it runs on)."""
+        out = []
+        for (_, bindings), namespace in zip(self.binding_groups()[:2], (self, self.entry_list)):
+            for b in bindings:
+                if b.id == "app.escape":
+                    continue
+                keys = " ".join(self.key_display(k) for k in keys_of(b, self._keymap))
+                title = describe(b)
+                out.append((title[:1].upper() + title[1:], f"{keys} · {b.id}", b.action,
+                            namespace))  # fmt: skip
+        return out
 
     def action_command(self) -> None:
         self.filter_bar.display = False

@@ -48,14 +48,22 @@ class EntryList(ScrollView, can_focus=True):
         Binding("k,up", "move(-1)", "up", show=False, id="entry_list.up"),
         Binding("pagedown", "move(20)", "page down", show=False, id="entry_list.page_down"),
         Binding("pageup", "move(-20)", "page up", show=False, id="entry_list.page_up"),
-        Binding("g,home", "first", "top", show=False, id="entry_list.top"),
-        Binding("G,end", "last", "bottom", show=False, id="entry_list.bottom"),
-        Binding("enter", "open", "detail", id="entry_list.open"),
-        Binding("F", "toggle_follow", "follow", id="entry_list.follow"),
-        Binding("t", "time_format", "time", show=False, id="entry_list.time"),
-        Binding("space", "mark", "mark", id="entry_list.mark"),
-        Binding("M", "only_marked", "only marked", show=False, id="entry_list.only_marked"),
-    ]
+        Binding("g,home", "first", "top", show=False, tooltip="The oldest entry",
+                id="entry_list.top"),
+        Binding("G,end", "last", "bottom", show=False, tooltip="The newest entry (follows)",
+                id="entry_list.bottom"),
+        Binding("enter", "open", "detail", tooltip="Open the entry: request, response, connection",
+                id="entry_list.open"),
+        Binding("F", "toggle_follow", "follow", tooltip="Follow new entries, or stop",
+                id="entry_list.follow"),
+        Binding("t", "time_format", "time", show=False,
+                tooltip="Time as absolute, relative to the first, or delta",
+                id="entry_list.time"),
+        Binding("space", "mark", "mark", tooltip="Mark or unmark the entry",
+                id="entry_list.mark"),
+        Binding("M", "only_marked", "only marked", show=False,
+                tooltip="Show only the marked entries, or all", id="entry_list.only_marked"),
+    ]  # fmt: skip
 
     cursor: reactive[int] = reactive(-1, always_update=True)
     follow: reactive[bool] = reactive(True)

@@ -32,7 +32,8 @@ def keys_of(binding: Binding, keymap: Mapping[str, str]) -> list[str]:
 
 
 def describe(binding: Binding) -> str:
-    return binding.description or binding.action.replace("_", " ")
+    """The binding's longer text when it has one (its tooltip), else its footer text."""
+    return binding.tooltip or binding.description or binding.action.replace("_", " ")
 
 
 class HelpScreen(ModalScreen[None]):

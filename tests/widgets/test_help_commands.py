@@ -34,12 +34,15 @@ def test_help_lists_every_binding_with_its_key() -> None:
                     assert {b.id for b in bindings} <= ids
                     assert all(b.id for b in bindings)  # every binding can be rebound
                 by_id = {r[3]: r for r in rows}
-                assert by_id["app.save"][:3] == ("main", "w", "save")
+                assert by_id["app.save"][:3] == (
+                    "main", "w", "Save the marked entries (or all shown) as pcapng")  # fmt: skip
                 assert by_id["app.help"][1] == "?"
                 assert by_id["app.command"][1] == ":"
-                assert by_id["entry_list.mark"][1:3] == ("space", "mark")
+                assert by_id["entry_list.mark"][1:3] == ("space", "Mark or unmark the entry")
                 assert by_id["entry_list.down"][1] == "j ↓"
-                assert by_id["app.toggle_redis"][1:3] == ("7", "toggle redis")
+                assert by_id["app.toggle_redis"][1] == "7"
+                assert by_id["app.toggle_redis"][2].startswith("Show redis entries")
+                assert by_id["filter.history_back"][1:3] == ("↑", "older filter")
                 # one titled table per group, then commands and the filter language
                 titles = [str(w.render()) for w in app.screen.query(".help-group")]
                 assert titles == [t for t, _ in groups] + ["commands (:)", "filter language (/)"]
