@@ -69,7 +69,7 @@ class SharkApp(App[None]):
         Binding("p", "pods", "pods", tooltip="Pick a pod or address to filter by",
                 id="app.pods"),
         *(
-            Binding(str(i + 1), f"toggle('{p}')", f"toggle {p}", show=False,
+            Binding(str(i + 1), f"toggle_proto('{p}')", f"toggle {p}", show=False,
                     tooltip=f"Show {p} entries (with the other toggled protocols)",
                     id=f"app.toggle_{p}")
             for i, p in enumerate(TOGGLES)
@@ -187,7 +187,7 @@ class SharkApp(App[None]):
         self.toggled.clear()
         self._apply(msg.text)
 
-    def action_toggle(self, proto: str) -> None:
+    def action_toggle_proto(self, proto: str) -> None:
         self.toggled ^= {proto}
         self._apply(self.filter_text)
 
@@ -248,11 +248,16 @@ class SharkApp(App[None]):
         """What `w` saves, fixed now: the marked entries, else all matching the filter."""
         if self.store.marked:
             return Selection(self.effective_filter(), self.store.marked_ids())
-        return Selection(self.effective_filter())
+        until: dict[str, float] = {}
+        for row in reversed(self.store.rows):  # the newest row of each node
+            until.setdefault(row.node, row.ts)
+            if len(until) == len(self.links):
+                break
+        return Selection(self.effective_filter(), until=until, shown=len(self.store))
 
     def action_save(self) -> None:
-        if self.store.only_marked and not self.store.marked:
-            self.notify("nothing marked to save", severity="warning")
+        if not self.store.marked and (self.store.only_marked or not len(self.store)):
+            self.notify("nothing to save: no entry is marked or shown", severity="warning")
             return
         nodes = [link.node for link in self.links]
         self.push_screen(SaveScreen(self.selection(), default_name(self.clock()), nodes))

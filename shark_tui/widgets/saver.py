@@ -1,7 +1,9 @@
 """Saving a selection as a capture file through the daemons' Export (`w`, `:save`).
 
 No Textual here. A `Selection` is fixed when the key is pressed: the marked entries' ids per
-node, or — none marked — the filter in force then ("all shown", DESIGN.md). Each daemon
+node, or — none marked — the filter in force then, bounded per node by the time of the newest
+entry shown from it ("all shown" = the entries matching the filter when the key was pressed,
+DESIGN.md: entries a live daemon adds later are not saved). Each daemon
 exports its own connections, so with several daemons one file is written per node
 (``NAME-NODE.pcapng``): their pcapng sections and interface numbers are their own, and one
 file per node is what Wireshark opens without a merge step. A name ending in ``.pcap`` gets
@@ -34,16 +36,28 @@ class Exporter(Protocol):
 @dataclass(frozen=True)
 class Selection:
     """What `w` saves: ``ids`` per node when entries are marked, else every entry matching
-    ``filter`` (the effective filter when the key was pressed; empty = everything)."""
+    ``filter`` (the effective filter when the key was pressed; empty = everything) up to
+    ``until[node]``, the time of the newest entry shown from that node (a node missing from
+    ``until`` showed nothing and is skipped). ``shown`` is how many rows the list held."""
 
     filter: str
     ids: dict[str, list[str]] | None = None
+    until: dict[str, float] = field(default_factory=dict)
+    shown: int = 0
 
     def describe(self) -> str:
         if self.ids is not None:
             n = sum(len(v) for v in self.ids.values())
-            return f"{n} marked entr{'y' if n == 1 else 'ies'}"
-        return f"all entries matching {self.filter}" if self.filter else "all entries"
+            return f"{n:,} marked entr{'y' if n == 1 else 'ies'}"
+        what = f"all {self.shown:,} entries shown"
+        return f"{what} (matching {self.filter})" if self.filter else what
+
+    def filter_for(self, node: str) -> str | None:
+        """The filter to export ``node``'s part by, or None when nothing of it was shown."""
+        if node not in self.until:
+            return None
+        bound = f"ts <= {self.until[node]!r}"
+        return f"({self.filter}) and {bound}" if self.filter else bound
 
 
 @dataclass
@@ -64,8 +78,8 @@ class Saved:
             return f"{self.node}: {self.error}"
         note = f" ({'; '.join(self.notes)})" if self.notes else ""
         return (
-            f"{self.packets:,} packets of {self.connections:,} connections written to "
-            f"{self.path}{note}"
+            f"{self.packets:,} packet{'s' * (self.packets != 1)} of {self.connections:,} "
+            f"connection{'s' * (self.connections != 1)} written to {self.path}{note}"
         )
 
 
@@ -112,13 +126,17 @@ async def save(
     out: list[Saved] = []
     for link in links:
         ids: list[str] = []
+        flt: str | None = ""
         if sel.ids is not None:
             ids = sel.ids.get(link.node, [])
             if not ids:
                 continue
+        else:
+            flt = sel.filter_for(link.node)
+            if flt is None:
+                continue
         target = path_for(path, link.node, several)
-        out.append(await _save_one(link, sel.filter if sel.ids is None else "", ids, target,
-                                   progress))  # fmt: skip
+        out.append(await _save_one(link, flt, ids, target, progress))
     return out
 
 

@@ -99,7 +99,8 @@ def test_command_line_narrows_the_filter_saves_and_quits() -> None:
                 await pilot.press("colon", *f"save {out}", "enter")
                 await wait_for(lambda: os.path.exists(out))
                 assert isinstance(link.sent[-1], wire.Export)
-                assert link.sent[-1].filter == "" and link.sent[-1].ids == []
+                newest = app.store.rows[-1].ts
+                assert link.sent[-1].filter == f"ts <= {newest!r}" and link.sent[-1].ids == []
 
                 await pilot.press("colon", "q", "enter")
                 await pilot.pause()

@@ -10,6 +10,7 @@ import tempfile
 from shark_tui.app import SharkApp
 from shark_tui.engine import wire
 from shark_tui.widgets.save_dialog import SaveScreen
+from shark_tui.widgets.saver import Selection
 from tests.widgets.appfixture import fixture_daemon, notes, tshark, wait_for
 
 NOW = 1_700_000_000.0
@@ -91,7 +92,8 @@ def test_save_all_shown_as_classic_pcap_and_overwrite() -> None:
                 # nothing marked: all shown = the filter in force when w was pressed
                 await pilot.press("w")
                 await wait_for(lambda: isinstance(app.screen, SaveScreen))
-                assert "matching status >= 500" in str(app.screen.query_one("#save-what").render())
+                what = str(app.screen.query_one("#save-what").render())
+                assert "all 4 entries shown (matching status >= 500)" in what
                 out = os.path.join(tmp, "errors.pcap")
                 with open(out, "wb") as f:
                     f.write(b"old")
@@ -105,7 +107,10 @@ def test_save_all_shown_as_classic_pcap_and_overwrite() -> None:
                 await wait_for(lambda: not isinstance(app.screen, SaveScreen))
                 export = link.sent[-1]
                 assert isinstance(export, wire.Export)
-                assert export.filter == "status >= 500" and export.ids == []
+                # bounded by the newest entry shown: what a live daemon adds later is not saved
+                newest = app.store.rows[-1].ts
+                assert export.filter == f"(status >= 500) and ts <= {newest!r}"
+                assert export.ids == []
                 with open(out, "rb") as f:
                     assert f.read(4) == bytes.fromhex("d4c3b2a1")  # classic pcap, LE
                 streams = set(tshark(out, "-T", "fields", "-e", "tcp.stream"))
@@ -149,5 +154,25 @@ def test_save_with_two_daemons_writes_one_file_per_node() -> None:
                     path = os.path.join(tmp, f"all-{node}.pcapng")
                     assert len(set(tshark(path, "-T", "fields", "-e", "tcp.stream"))) == conns
                 assert all(isinstance(link.sent[-1], wire.Export) for link in app.links)
+
+    asyncio.run(main())
+
+
+def test_all_shown_stops_at_the_newest_entry_shown() -> None:
+    async def main() -> None:
+        with fixture_daemon() as (address, token), tempfile.TemporaryDirectory() as tmp:
+            app = SharkApp([(address, token)], clock=lambda: NOW)
+            async with app.run_test(size=(160, 30)):
+                await wait_for(lambda: len(app.store) == 16)
+                # as if the list had been shown when only the first two connections existed
+                out = os.path.join(tmp, "early.pcapng")
+                app.save_to(out, Selection("", until={"fixture": app.store.rows[7].ts}))
+                await wait_for(lambda: os.path.exists(out))
+                assert len(set(tshark(out, "-T", "fields", "-e", "tcp.stream"))) == 2
+                # a node that showed nothing is not asked
+                n = len(app.links[0].sent)
+                app.save_to(os.path.join(tmp, "none.pcapng"), Selection("", until={}))
+                await wait_for(lambda: any("nothing to save" in m for m in notes(app)))
+                assert len(app.links[0].sent) == n
 
     asyncio.run(main())
