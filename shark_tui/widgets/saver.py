@@ -126,15 +126,16 @@ async def save(
     out: list[Saved] = []
     for link in links:
         ids: list[str] = []
-        flt: str | None = ""
+        flt = ""
         if sel.ids is not None:
             ids = sel.ids.get(link.node, [])
             if not ids:
                 continue
         else:
-            flt = sel.filter_for(link.node)
-            if flt is None:
+            bounded = sel.filter_for(link.node)
+            if bounded is None:
                 continue
+            flt = bounded
         target = path_for(path, link.node, several)
         out.append(await _save_one(link, flt, ids, target, progress))
     return out
