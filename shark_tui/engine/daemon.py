@@ -148,9 +148,16 @@ class Daemon:
         for ns in self.namespaces:
             self._sync(ns)
         if not self.sources:
-            self.say("error: no interface to capture on: " + "; ".join(self.failed.values()))
+            why = "; ".join(self.failed.values()) or (
+                f"none of {', '.join(self.config.ifaces)} is up here"
+                if self.config.ifaces
+                else "no interface is up"
+            )
+            self.say(f"error: no interface to capture on: {why}")
             self.stop()
             self._writer.join()
+            if self.server is not None:
+                self.server.stop()
             return 1
         self.say(f"capturing on {', '.join(sorted(self.sources))} (filter: {self.bpf})")
         self._running = True
