@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from shark_tui.engine import wire
@@ -208,14 +208,22 @@ class Client:
         assert isinstance(reply, wire.EntryDetail)
         return reply.entry
 
-    async def export(self, filter: str = "", ids: list[str] | None = None) -> AsyncIterator[bytes]:
-        """The pcapng bytes of the selection, chunk by chunk."""
+    async def export(
+        self,
+        filter: str = "",
+        ids: list[str] | None = None,
+        on_done: Callable[[wire.ExportDone], None] | None = None,
+    ) -> AsyncIterator[bytes]:
+        """The pcapng bytes of the selection, chunk by chunk; ``on_done`` receives this
+        export's counts (``last_export`` holds the connection's most recent ones)."""
         msg = wire.Export(req=next(self._req), filter=filter, ids=ids or [])
         async for m in self._stream(msg):
             if isinstance(m, wire.ExportChunk):
                 yield m.data
             elif isinstance(m, wire.ExportDone):
                 self.last_export = m
+                if on_done is not None:
+                    on_done(m)
                 return
 
     async def get_stats(self) -> dict[str, Any]:

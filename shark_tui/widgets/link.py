@@ -119,6 +119,7 @@ class DaemonLink:
             raise ClientError(f"{self.node}: not connected")
         self.sent.append(wire.Export(filter=filter, ids=list(ids)))
         self.last_export = None
-        async for chunk in client.export(filter, ids):
+        done: list[wire.ExportDone] = []
+        async for chunk in client.export(filter, ids, on_done=done.append):
             yield chunk
-        self.last_export = client.last_export
+        self.last_export = done[0] if done else None  # this export's counts, not another's
