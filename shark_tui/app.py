@@ -20,6 +20,7 @@ from shark_tui.widgets.command_bar import CommandBar, CommandError, filter_term,
 from shark_tui.widgets.commands import ActionCommands
 from shark_tui.widgets.copy_menu import CopyMenu
 from shark_tui.widgets.detail import DetailScreen
+from shark_tui.widgets.endpoints import EndpointsScreen
 from shark_tui.widgets.entry_list import EntryList
 from shark_tui.widgets.filter_bar import FilterBar
 from shark_tui.widgets.help import Groups, HelpScreen, bindings_of, describe, keys_of
@@ -68,6 +69,9 @@ class SharkApp(App[None]):
                 id="app.copy"),
         Binding("p", "pods", "pods", tooltip="Pick a pod or address to filter by",
                 id="app.pods"),
+        Binding("e", "endpoints", "endpoints",
+                tooltip="Per destination, method and path: count, rate, errors, latency",
+                id="app.endpoints"),
         *(
             Binding(str(i + 1), f"toggle_proto('{p}')", f"toggle {p}", show=False,
                     tooltip=f"Show {p} entries (with the other toggled protocols)",
@@ -357,6 +361,9 @@ class SharkApp(App[None]):
             self.save_to(path, self.selection())
         else:
             self.add_filter(filter_term(name, arg), error=CommandError)
+
+    def action_endpoints(self) -> None:
+        self.push_screen(EndpointsScreen(self.store))
 
     def action_pods(self) -> None:
         def chosen(term: str | None) -> None:

@@ -119,3 +119,12 @@ def test_pod_picker(snap_compare: Any, app: SharkApp) -> None:
         await _screen(pilot, "PodPicker")
 
     assert snap_compare(app, terminal_size=SIZE, run_before=before)
+
+
+def test_endpoints_view(snap_compare: Any, app: SharkApp) -> None:
+    async def before(pilot: Any) -> None:
+        await _rows(pilot)
+        await pilot.press("e")
+        await _screen(pilot, "EndpointsScreen")
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=before)

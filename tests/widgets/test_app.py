@@ -72,3 +72,31 @@ def test_rows_filter_toggle_and_detail() -> None:
                 assert not isinstance(app.screen, DetailScreen)
 
     asyncio.run(main())
+
+
+def test_endpoints_view() -> None:
+    """e: per destination, method and path template — counts and error % of the rows shown."""
+    from shark_tui.widgets.endpoints import EndpointsScreen, endpoint_stats
+
+    async def main() -> None:
+        with fixture_daemon() as (address, token):
+            app = SharkApp([(address, token)])
+            async with app.run_test(size=(160, 30)) as pilot:
+                await _wait(lambda: len(app.store) == 16)
+                await pilot.press("e")
+                await _wait(lambda: isinstance(app.screen, EndpointsScreen))
+                stats = endpoint_stats(app.store.rows)
+                # 4 connections x (GET /users, POST /orders, HEAD /health, GET /missing 500)
+                by_path = {(m, t): (n, err) for _d, m, t, n, _r, err, _p50, _p99 in stats}
+                assert by_path == {
+                    ("GET", "/users"): (4, 0.0),
+                    ("POST", "/orders"): (4, 0.0),
+                    ("HEAD", "/health"): (4, 0.0),
+                    ("GET", "/missing"): (4, 100.0),
+                }
+                table = app.screen.query_one("#ep-table")
+                assert table.row_count == 4  # type: ignore[attr-defined]
+                await pilot.press("escape")
+                assert not isinstance(app.screen, EndpointsScreen)
+
+    asyncio.run(main())
