@@ -69,10 +69,37 @@ def message_view(msg: Any) -> RenderableType:
         parts.append(Text(f"(body cut at {len(msg.get('body') or '')} of "
                           f"{msg.get('body_size')} bytes)", style="yellow"))  # fmt: skip
     parts.append(body_view(msg.get("body"), msg.get("body_encoding"), ctype))
+    gql = msg.get("graphql")
+    if isinstance(gql, dict):
+        for op in gql.get("operations") or []:
+            if not isinstance(op, dict):
+                continue
+            name = op.get("operation_name") or op.get("first_field") or ""
+            parts.append(Text(f"GraphQL {op.get('operation_type') or ''} {name}", style="bold"))
+            if op.get("error"):
+                parts.append(Text(f"failed to parse as GraphQL: {op['error']}", style="yellow"))
+            if isinstance(op.get("query"), str):
+                parts.append(Syntax(op["query"], "graphql", word_wrap=True))
+            if op.get("variables") is not None:
+                parts.append(_json(op["variables"]))
+    messages = msg.get("messages")
+    if isinstance(messages, list):
+        parts.append(Text(f"gRPC messages: {len(messages)}", style="bold"))
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict):
+                continue
+            head = f"#{i} {m.get('size')} bytes{' compressed' if m.get('compressed') else ''}"
+            parts.append(Text(head, style="cyan"))
+            if m.get("fields") is not None:
+                parts.append(_json(m["fields"]))
+            else:
+                why = m.get("decode_error") or "not a protobuf message"
+                parts.append(Text(f"failed to parse as protobuf: {why}", style="yellow"))
+                parts.append(body_view(m.get("data"), "base64"))
     extra = {k: v for k, v in msg.items()
              if k not in ("headers", "body", "body_encoding", "body_truncated", "version",
                           "method", "target", "path", "status", "reason", "query", "body_size",
-                          "content_encoding")}  # fmt: skip
+                          "content_encoding", "graphql", "messages")}  # fmt: skip
     if extra:
         parts.append(_json(extra))
     return Group(*parts)
