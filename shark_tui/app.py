@@ -220,8 +220,19 @@ class SharkApp(App[None]):
     # -- detail ----------------------------------------------------------------------------------
 
     def on_entry_chosen(self, msg: EntryChosen) -> None:
+        link = next((link for link in self.links if link.node == msg.row.node), None)
+        row_id = msg.row.id
+
+        def detail(entry: dict[str, Any]) -> Screen[Any]:
+            async def raw() -> tuple[list[tuple[int, bytes]], int]:
+                if link is None:
+                    return [], 0
+                return await link.get_stream(row_id)
+
+            return DetailScreen(entry, raw)
+
         self.run_worker(
-            self._open(msg.row, DetailScreen), group="entry", exclusive=True, exit_on_error=False
+            self._open(msg.row, detail), group="entry", exclusive=True, exit_on_error=False
         )
 
     def action_copy_entry(self) -> None:

@@ -226,6 +226,17 @@ class Client:
                     on_done(m)
                 return
 
+    async def get_stream(
+        self, entry_id: str, max_bytes: int = 1 << 20
+    ) -> tuple[list[tuple[int, bytes]], int]:
+        """The reassembled bytes of the entry's connection: ``(direction, bytes)`` chunks (0 =
+        the client) and how many bytes were left out."""
+        reply = await self._call(
+            wire.GetStream(req=next(self._req), id=entry_id, max_bytes=max_bytes)
+        )
+        assert isinstance(reply, wire.StreamData)
+        return [(int(d), bytes(b)) for d, b in reply.chunks], reply.left_out
+
     async def get_stats(self) -> dict[str, Any]:
         reply = await self._call(wire.Stats(req=next(self._req)))
         assert isinstance(reply, wire.StatsChanged)

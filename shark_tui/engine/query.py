@@ -247,6 +247,46 @@ class FlowCursor:
         return out
 
 
+class _Recorder:
+    """A dissector that keeps the bytes it is fed (the Raw view of a connection)."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.size = 0
+        self.left_out = 0
+        self.chunks: list[tuple[int, bytes]] = []
+
+    def feed(self, direction: int, data: bytes, ts: float) -> list[Event]:
+        room = self.cap - self.size
+        if room <= 0:
+            self.left_out += len(data)
+            return []
+        keep = data[:room]
+        self.left_out += len(data) - len(keep)
+        self.size += len(keep)
+        if self.chunks and self.chunks[-1][0] == direction:
+            self.chunks[-1] = (direction, self.chunks[-1][1] + keep)
+        else:
+            self.chunks.append((direction, keep))
+        return []
+
+    def gap(self, direction: int, size: int, ts: float) -> list[Event]:
+        self.left_out += size
+        return []
+
+    def close(self, direction: int, ts: float) -> list[Event]:
+        return []
+
+    def finish(self, ts: float) -> list[Event]:
+        return []
+
+    def expire(self, now: float) -> list[Event]:
+        return []
+
+    def oldest_pending(self) -> float | None:
+        return None
+
+
 class _FlowView:
     """What the query thread copies out of the index for one flow (under the lock): the cheap
     fields only; its packet locations are fetched when it has to be dissected."""
@@ -539,6 +579,32 @@ class QueryEngine:
         if ended:
             cur.finish()
         return cur.take()
+
+    def known_flows(self) -> set[int]:
+        with self.lock:
+            return set(self.recorder.index.by_num)
+
+    def stream(self, num: int, cap: int = 1 << 20) -> tuple[list[tuple[int, bytes]], int]:
+        """The reassembled bytes of flow ``num`` as ``(direction, bytes)`` chunks in the order
+        they were delivered (0 = client), at most ``cap`` bytes; and the bytes left out (gaps
+        and what is past the cap)."""
+        with self.lock:
+            f = self.recorder.index.by_num.get(num)
+            if f is None:
+                return [], 0
+            locs = f.locs.tolist()
+        recorder = _Recorder(cap)
+        table = FlowTable(lambda proto, midstream, ts: recorder, lambda flow, events: None)
+        decode = PacketDecoder().decode
+        for ts_ns, linktype, data, _sid, _orig in sorted(
+            self.reader.read(self._readable(locs)), key=lambda p: p[0]
+        ):
+            seg = decode(linktype, data, ts_ns)
+            if seg is not None:
+                src, sport, dst, dport, seqno, ack, flags, _win, payload = seg
+                table.segment(ts_ns / 1e9, src, sport, dst, dport, seqno, ack, flags, payload)
+        table.finish()
+        return recorder.chunks, recorder.left_out
 
     def get_entry(self, entry_id: str) -> Entry | None:
         """The full entry ``FLOW:N``, or None.

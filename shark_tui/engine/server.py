@@ -35,7 +35,7 @@ from shark_tui import __version__
 from shark_tui.engine import wire
 from shark_tui.engine.dissect import Entry
 from shark_tui.engine.filter import Filter, FilterError, compile_filter
-from shark_tui.engine.query import QueryEngine, summary
+from shark_tui.engine.query import QueryEngine, parse_id, summary
 from shark_tui.engine.store import Recorder
 
 __all__ = [
@@ -367,6 +367,8 @@ class Server:
                 c.sub = None
         elif isinstance(msg, wire.GetEntry):
             self._jobs.put(lambda: self._get_entry(c, msg))
+        elif isinstance(msg, wire.GetStream):
+            self._jobs.put(lambda: self._get_stream(c, msg))
         elif isinstance(msg, wire.Export):
             try:
                 xflt = compile_filter(msg.filter) if msg.filter or not msg.ids else None
@@ -521,6 +523,15 @@ class Server:
             self.post(c, wire.Failed(req=msg.req, error=f"no entry {msg.id!r}"))
         else:
             self.post(c, wire.EntryDetail(req=msg.req, entry=entry))
+
+    def _get_stream(self, c: _Client, msg: wire.GetStream) -> None:
+        key = parse_id(msg.id)
+        cap = max(0, min(msg.max_bytes, wire.MAX_FRAME // 2))
+        if key is None or key[0] not in self.engine.known_flows():
+            self.post(c, wire.Failed(req=msg.req, error=f"no entry {msg.id!r}"))
+            return
+        chunks, left_out = self.engine.stream(key[0], cap)
+        self.post(c, wire.StreamData(req=msg.req, chunks=chunks, left_out=left_out))
 
     def _export(self, c: _Client, msg: wire.Export, flt: Filter | None) -> None:
         nums = self.engine.flows_of(flt, msg.ids)

@@ -34,11 +34,13 @@ __all__ = [
     "Failed",
     "FrameDecoder",
     "GetEntry",
+    "GetStream",
     "Hello",
     "Message",
     "ProtocolError",
     "Stats",
     "StatsChanged",
+    "StreamData",
     "Subscribe",
     "TlsStatus",
     "TlsStatusReport",
@@ -114,6 +116,15 @@ class Export(Message):
     ids: list[str] = []
 
 
+class GetStream(Message):
+    """The reassembled bytes of the connection holding entry ``id`` (the Raw view)."""
+
+    TYPE: ClassVar[int] = 22
+    req: int = 0
+    id: str = ""
+    max_bytes: int = 1 << 20
+
+
 class Stats(Message):
     TYPE: ClassVar[int] = 20
     req: int = 0
@@ -174,6 +185,16 @@ class TlsStatusReport(Message):
     processes: list[dict[str, Any]] = []
 
 
+class StreamData(Message):
+    """``chunks``: ``[direction, bytes]`` in delivery order (0 = the client); ``left_out``:
+    bytes lost to the capture or past ``max_bytes``."""
+
+    TYPE: ClassVar[int] = 40
+    req: int = 0
+    chunks: list[tuple[int, bytes]] = []
+    left_out: int = 0
+
+
 class Failed(Message):
     """A request could not be served (bad filter, unknown entry...); ``fatal``: the daemon
     closes the connection after this (bad token, wrong version)."""
@@ -193,8 +214,9 @@ class Unknown(Message):
 _TYPES: Final[dict[int, type[Message]]] = {
     cls.TYPE: cls
     for cls in (
-        Hello, Subscribe, Unsubscribe, GetEntry, Export, Stats, TlsStatus, EntriesAppended,
-        CaughtUp, StatsChanged, EntryDetail, ExportChunk, ExportDone, TlsStatusReport, Failed,
+        Hello, Subscribe, Unsubscribe, GetEntry, GetStream, Export, Stats, TlsStatus,
+        EntriesAppended, CaughtUp, StatsChanged, EntryDetail, ExportChunk, ExportDone,
+        TlsStatusReport, StreamData, Failed,
     )
 }  # fmt: skip
 _DECODERS: Final = {t: msgspec.msgpack.Decoder(cls) for t, cls in _TYPES.items()}

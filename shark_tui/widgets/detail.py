@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 from rich.console import Group, RenderableType
+from rich.style import Style
 from rich.syntax import Syntax
 from rich.text import Text
 from textual.binding import Binding, BindingType
@@ -105,14 +107,43 @@ def message_view(msg: Any) -> RenderableType:
     return Group(*parts)
 
 
+RawLoader = Callable[[], Awaitable[tuple[list[tuple[int, bytes]], int]]]
+
+
+def raw_view(chunks: list[tuple[int, bytes]], left_out: int, hex_mode: bool,
+             client: Style, server: Style) -> Text:  # fmt: skip
+    """The reassembled stream, client and server in their styles, as text or as hex."""
+    out = Text()
+    for direction, data in chunks:
+        style = client if direction == 0 else server
+        if hex_mode:
+            lines = [f"{'→' if direction == 0 else '←'} {i:08x}  {data[i : i + 16].hex(' ')}"
+                     for i in range(0, len(data), 16)]  # fmt: skip
+            out.append("\n".join(lines) + "\n", style=style)
+        else:
+            out.append(data.decode("utf-8", "replace"), style=style)
+            if not data.endswith(b"\n"):
+                out.append("\n")
+    if left_out:
+        out.append(f"({left_out:,} bytes not shown: lost to the capture or past the cap)\n")
+    if not chunks and not left_out:
+        out.append("(no payload)")
+    return out
+
+
 class DetailScreen(ModalScreen[None]):
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"detail--client", "detail--server"}
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q", "dismiss", "close", id="detail.close"),
+        Binding("h", "toggle_hex", "hex/text", id="detail.hex"),
     ]
 
-    def __init__(self, entry: dict[str, Any]) -> None:
+    def __init__(self, entry: dict[str, Any], raw: RawLoader | None = None) -> None:
         super().__init__()
         self.entry = entry
+        self.raw = raw
+        self.hex_mode = False
+        self._raw_data: tuple[list[tuple[int, bytes]], int] | None = None
 
     def compose(self):  # type: ignore[no-untyped-def]
         e = self.entry
@@ -126,7 +157,36 @@ class DetailScreen(ModalScreen[None]):
                 yield Static(message_view(e.get("request")), classes="detail-body")
             with TabPane("Response", id="tab-response"), VerticalScroll():
                 yield Static(message_view(e.get("response")), classes="detail-body")
+            with TabPane("Raw", id="tab-raw"), VerticalScroll():
+                yield Static("(loading the stream…)", id="raw-body", classes="detail-body")
             with TabPane("Connection", id="tab-connection"), VerticalScroll():
                 keys = ("id", "src", "dst", "tls", "ts", "latency_ms", "request_size",
                         "response_size", "error")  # fmt: skip
                 yield Static(_json({k: e.get(k) for k in keys}), classes="detail-body")
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id == "tab-raw" and self._raw_data is None and self.raw is not None:
+            self.run_worker(self._load_raw(), exclusive=True, exit_on_error=False)
+
+    async def _load_raw(self) -> None:
+        assert self.raw is not None
+        try:
+            self._raw_data = await self.raw()
+        except Exception as exc:  # shown in the tab, never raised into the UI
+            self.query_one("#raw-body", Static).update(f"the stream could not be read: {exc}")
+            return
+        self._show_raw()
+
+    def _show_raw(self) -> None:
+        if self._raw_data is None:
+            return
+        chunks, left_out = self._raw_data
+        self.query_one("#raw-body", Static).update(raw_view(
+            chunks, left_out, self.hex_mode,
+            self.get_component_rich_style("detail--client"),
+            self.get_component_rich_style("detail--server"),
+        ))  # fmt: skip
+
+    def action_toggle_hex(self) -> None:
+        self.hex_mode = not self.hex_mode
+        self._show_raw()

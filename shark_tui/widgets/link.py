@@ -111,6 +111,12 @@ class DaemonLink:
         self.sent.append(wire.GetEntry(id=entry_id))
         return await self.client.get_entry(entry_id)
 
+    async def get_stream(self, entry_id: str) -> tuple[list[tuple[int, bytes]], int]:
+        if self.client is None:
+            raise ClientError(f"{self.node}: not connected")
+        self.sent.append(wire.GetStream(id=entry_id))
+        return await self.client.get_stream(entry_id)
+
     async def export(self, filter: str, ids: list[str]) -> AsyncIterator[bytes]:
         """The pcapng of a selection (``ids``, or else ``filter``); `last_export` then holds
         the daemon's packet and connection counts."""

@@ -100,3 +100,32 @@ def test_endpoints_view() -> None:
                 assert not isinstance(app.screen, EndpointsScreen)
 
     asyncio.run(main())
+
+
+def test_raw_tab_shows_the_reassembled_stream() -> None:
+    """The Raw tab asks the daemon for the connection's bytes (GetStream) only when opened;
+    client and server bytes in order; h shows them as hex."""
+    from textual.widgets import Static, TabbedContent
+
+    async def main() -> None:
+        with fixture_daemon() as (address, token):
+            app = SharkApp([(address, token)])
+            async with app.run_test(size=(160, 40)) as pilot:
+                link = app.links[0]
+                await _wait(lambda: len(app.store) == 16)
+                await pilot.press("g", "enter")  # the oldest row: GET /users?id=7
+                await _wait(lambda: isinstance(app.screen, DetailScreen))
+                assert not any(isinstance(m, wire.GetStream) for m in link.sent)
+                app.screen.query_one(TabbedContent).active = "tab-raw"
+                await _wait(lambda: isinstance(link.sent[-1], wire.GetStream))
+                body = app.screen.query_one("#raw-body", Static)
+                await _wait(lambda: "HTTP/1.1 200 OK" in str(body.render()))
+                text = str(body.render())
+                # the whole keep-alive connection, requests and responses in order
+                assert text.index("GET /users?id=7") < text.index("HTTP/1.1 200 OK")
+                assert text.index("HTTP/1.1 200 OK") < text.index("POST /orders")
+                assert text.index("POST /orders") < text.index("GET /missing")
+                await pilot.press("h")
+                await _wait(lambda: "47 45 54 20" in str(body.render()))  # "GET " in hex
+
+    asyncio.run(main())
