@@ -69,8 +69,9 @@ EXAMPLES: list[wire.Message] = [
     wire.TlsStatusReport(req=15, processes=[{"pid": 1, "visible": False, "why": "static"}]),
     wire.Failed(req=16, error="filter: no column 'foo'", fatal=True),
     wire.GetStream(req=17, id="3:1", max_bytes=4096),
-    wire.StreamData(req=18, chunks=[(0, b"GET / HTTP/1.1\r\n\r\n"), (1, bytes(range(256)))],
-                    left_out=7),  # fmt: skip
+    wire.StreamData(
+        req=18, chunks=[(0, b"GET / HTTP/1.1\r\n\r\n"), (1, bytes(range(256)))], left_out=7
+    ),
 ]
 
 
