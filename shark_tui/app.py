@@ -133,7 +133,10 @@ class SharkApp(App[None]):
     # -- rows ------------------------------------------------------------------------------------
 
     def on_entries_arrived(self, msg: EntriesArrived) -> None:
+        empty = not len(self.store)
         self.store.add(msg.rows)
+        if empty:
+            self._settle()  # the first rows after a filter change: on screen now, not at the tick
 
     def on_caught_up(self, msg: CaughtUp) -> None:
         self._settle()

@@ -52,6 +52,8 @@ HELLO_TIMEOUT: Final = 5.0
 HELLO_MAX_FRAME: Final = 64 * 1024
 LIVE_INTERVAL: Final = 0.1
 BATCH_INTERVAL: Final = 0.1
+FIRST_SCREEN: Final = 200
+"""Entries sent first, on their own, when a big newest-first backlog is asked for."""
 DRAIN_TIMEOUT: Final = 30.0
 """How long a backlog or an export waits for its client to read; past it the client is cut."""
 BATCH_ENTRIES: Final = 500
@@ -491,6 +493,22 @@ class Server:
             # first what is new since the last live pass, for the subscriptions already live
             self._dispatch(self.engine.poll(self._take_dirty()))
             req = s.req
+            sent_first: set[str] = set()
+            if req.newest_first and (not req.limit or req.limit > FIRST_SCREEN):
+                # A screenful first, at once (the newest few are cheap to find), then the rest
+                # of the asked backlog: a filter keystroke repaints before the big answer.
+                first = [
+                    e
+                    for batch in self.engine.backlog(
+                        s.flt, since_ns=int(req.since * 1e9), newest_first=True,
+                        limit=FIRST_SCREEN, detail=req.detail, on_new=self._dispatch,
+                    )
+                    for e in batch
+                ]  # fmt: skip
+                if s.cancelled:
+                    return
+                self._deliver(s, first if req.detail else [summary(e) for e in first], True)
+                sent_first = {e["id"] for e in first}
             pending: list[Entry] = []
             last = time.monotonic()
             for batch in self.engine.backlog(
@@ -503,6 +521,8 @@ class Server:
             ):
                 if s.cancelled:
                     return
+                if sent_first:
+                    batch = [e for e in batch if e["id"] not in sent_first]
                 pending += batch if req.detail else [summary(e) for e in batch]
                 if len(pending) >= 500 or time.monotonic() - last >= BATCH_INTERVAL:
                     self._deliver(s, pending, backlog=True)
