@@ -171,10 +171,12 @@ class RowStore:
             if any((r.node, r.id) in m for r in new):
                 self._view = None  # recomputed when next drawn
         if not self.rows or _key(new[0]) >= _key(self.rows[-1]):
-            self.rows.extend(new)
+            self.rows.extend(new)  # live rows: newer than everything held
+        elif _key(new[-1]) <= _key(self.rows[0]):
+            self.rows[:0] = new  # a newest-first backlog's next batch: older than everything
         else:
             self.rows.extend(new)
-            self.rows.sort(key=_key)  # two runs: timsort merges them in linear time
+            self.rows.sort(key=_key)  # interleaved: two runs, which timsort merges
         over = len(self.rows) - self.cap
         if over > 0:
             del self.rows[:over]
