@@ -6,18 +6,19 @@ what it claimed; other protocols show their objects as JSON."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.style import Style
 from rich.syntax import Syntax
 from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Static, TabbedContent, TabPane
+from textual.widgets import Input, Static, TabbedContent, TabPane
 
 
 def _json(obj: Any) -> Syntax:
@@ -136,6 +137,9 @@ class DetailScreen(ModalScreen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q", "dismiss", "close", id="detail.close"),
         Binding("h", "toggle_hex", "hex/text", id="detail.hex"),
+        Binding("slash", "search", "search", id="detail.search"),
+        Binding("n", "next_match(1)", "next", show=False, id="detail.next"),
+        Binding("N", "next_match(-1)", "previous", show=False, id="detail.previous"),
     ]
 
     def __init__(self, entry: dict[str, Any], raw: RawLoader | None = None) -> None:
@@ -144,6 +148,10 @@ class DetailScreen(ModalScreen[None]):
         self.raw = raw
         self.hex_mode = False
         self._raw_data: tuple[list[tuple[int, bytes]], int] | None = None
+        self._bodies: dict[str, RenderableType] = {}  # what each tab shows (for search)
+        self.term = ""
+        self.matches: list[int] = []  # line numbers of the active tab's text holding the term
+        self.current = -1
 
     def compose(self):  # type: ignore[no-untyped-def]
         e = self.entry
@@ -153,16 +161,76 @@ class DetailScreen(ModalScreen[None]):
         )
         yield Static(head, id="detail-title")
         with TabbedContent(id="detail-tabs"):
+            self._bodies["tab-request"] = message_view(e.get("request"))
+            self._bodies["tab-response"] = message_view(e.get("response"))
             with TabPane("Request", id="tab-request"), VerticalScroll():
-                yield Static(message_view(e.get("request")), classes="detail-body")
+                yield Static(self._bodies["tab-request"], classes="detail-body")
             with TabPane("Response", id="tab-response"), VerticalScroll():
-                yield Static(message_view(e.get("response")), classes="detail-body")
+                yield Static(self._bodies["tab-response"], classes="detail-body")
             with TabPane("Raw", id="tab-raw"), VerticalScroll():
                 yield Static("(loading the stream…)", id="raw-body", classes="detail-body")
             with TabPane("Connection", id="tab-connection"), VerticalScroll():
                 keys = ("id", "src", "dst", "tls", "ts", "latency_ms", "request_size",
                         "response_size", "error")  # fmt: skip
-                yield Static(_json({k: e.get(k) for k in keys}), classes="detail-body")
+                self._bodies["tab-connection"] = _json({k: e.get(k) for k in keys})
+                yield Static(self._bodies["tab-connection"], classes="detail-body")
+        yield Input(placeholder="search this tab (enter; n / N for the next and previous)",
+                    id="detail-search")  # fmt: skip
+        yield Static("", id="detail-search-status")
+
+    def on_mount(self) -> None:
+        self.query_one("#detail-search", Input).display = False
+
+    # -- search (/, n, N) ------------------------------------------------------------------------
+
+    def action_search(self) -> None:
+        box = self.query_one("#detail-search", Input)
+        box.display = True
+        box.focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id != "detail-search":
+            return
+        event.stop()
+        event.input.display = False
+        self.term = event.value
+        self._find()
+        self.action_next_match(1)
+
+    def _active_pane(self) -> tuple[VerticalScroll, RenderableType] | None:
+        tabs = self.query_one(TabbedContent)
+        pane = tabs.get_pane(tabs.active) if tabs.active else None
+        body = self._bodies.get(tabs.active)
+        if pane is None or body is None:
+            return None
+        return pane.query_one(VerticalScroll), body
+
+    def _find(self) -> None:
+        """The lines of the active tab that hold the term (case-insensitive), as drawn."""
+        self.matches, self.current = [], -1
+        found = self._active_pane()
+        if found is None or not self.term:
+            return
+        scroll, body = found
+        console = Console(width=max(20, scroll.size.width or 100), record=True,
+                          color_system=None, file=io.StringIO())  # fmt: skip
+        console.print(body)
+        needle = self.term.lower()
+        lines = console.export_text().splitlines()
+        self.matches = [i for i, line in enumerate(lines) if needle in line.lower()]
+
+    def action_next_match(self, step: int) -> None:
+        status = self.query_one("#detail-search-status", Static)
+        if not self.term:
+            return
+        if not self.matches:
+            status.update(f"no {self.term!r} in this tab")
+            return
+        self.current = (self.current + step) % len(self.matches)
+        status.update(f"{self.term!r}: match {self.current + 1} of {len(self.matches)}")
+        found = self._active_pane()
+        if found is not None:
+            found[0].scroll_to(y=max(0, self.matches[self.current] - 2), animate=False)
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         if event.pane.id == "tab-raw" and self._raw_data is None and self.raw is not None:
@@ -181,11 +249,13 @@ class DetailScreen(ModalScreen[None]):
         if self._raw_data is None:
             return
         chunks, left_out = self._raw_data
-        self.query_one("#raw-body", Static).update(raw_view(
+        view = raw_view(
             chunks, left_out, self.hex_mode,
             self.get_component_rich_style("detail--client"),
             self.get_component_rich_style("detail--server"),
-        ))  # fmt: skip
+        )  # fmt: skip
+        self._bodies["tab-raw"] = view
+        self.query_one("#raw-body", Static).update(view)
 
     def action_toggle_hex(self) -> None:
         self.hex_mode = not self.hex_mode

@@ -129,3 +129,30 @@ def test_raw_tab_shows_the_reassembled_stream() -> None:
                 await _wait(lambda: "47 45 54 20" in str(body.render()))  # "GET " in hex
 
     asyncio.run(main())
+
+
+def test_search_in_the_detail_pane() -> None:
+    """/ in the detail pane finds the term in the tab shown; n and N go through the matches."""
+    from textual.widgets import Static
+
+    async def main() -> None:
+        with fixture_daemon() as (address, token):
+            app = SharkApp([(address, token)])
+            async with app.run_test(size=(160, 40)) as pilot:
+                await _wait(lambda: len(app.store) == 16)
+                await pilot.press("g", "enter")  # GET /users?id=7: Host and 4 header lines
+                await _wait(lambda: isinstance(app.screen, DetailScreen))
+                screen = app.screen
+                await pilot.press("slash", *"host", "enter")
+                status = screen.query_one("#detail-search-status", Static)
+                await _wait(lambda: "match 1 of" in str(status.render()))
+                assert screen.matches and screen.current == 0  # type: ignore[attr-defined]
+                await pilot.press("n")
+                n = len(screen.matches)  # type: ignore[attr-defined]
+                assert screen.current == (1 % n)  # type: ignore[attr-defined]
+                await pilot.press("N", "N")
+                assert screen.current == (n - 1) % n  # type: ignore[attr-defined]
+                await pilot.press("slash", *"nowhere-to-be-found", "enter")
+                await _wait(lambda: "no 'nowhere-to-be-found'" in str(status.render()))
+
+    asyncio.run(main())
