@@ -33,12 +33,10 @@ class RequestFailed(ClientError):
 
 def parse_address(text: str) -> tuple[str, int] | str:
     """``HOST:PORT``, ``[v6]:PORT`` or ``unix:PATH``."""
-    if text.startswith("unix:"):
-        return text[5:]
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ClientError(f"not an address: {text!r} (HOST:PORT or unix:PATH)")
-    return host.strip("[]") or "127.0.0.1", int(port)
+    try:
+        return wire.parse_address(text)
+    except ValueError:
+        raise ClientError(f"not an address: {text!r} (HOST:PORT or unix:PATH)") from None
 
 
 _END = object()

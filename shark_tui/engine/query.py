@@ -147,46 +147,44 @@ class StoreReader:
         self._maps[seq] = (m, size)
         return m
 
+    def _block(self, loc: int) -> tuple[mmap.mmap, int, int, int, int, int, int] | None:
+        """``(map, offset, block length, ts_ns, source id, caplen, orig)`` of the packet block
+        at ``loc`` (``segment << 32 | offset``), or None when it is not (or no longer) there."""
+        seq, off = loc >> 32, loc & 0xFFFFFFFF
+        m = self._map(seq, off + 32)
+        if m is None or off + 28 > len(m):
+            return None
+        btype, blen, iface, hi, lo, caplen, orig = _EPB.unpack_from(m, off)
+        if off + blen > len(m):  # mapped before the rest of the block was flushed
+            m = self._map(seq, off + blen)
+            if m is None or off + blen > len(m):
+                return None
+        if btype != 6:
+            return None
+        info = self._infos.get(seq)
+        sid = info.sources[iface] if info is not None and iface < len(info.sources) else 0
+        return m, off, blen, (hi << 32) | lo, sid, caplen, orig
+
     def read(self, locs: Iterable[int]) -> list[Packet]:
-        """The packets at ``locs`` (``segment << 32 | offset``); missing ones are skipped."""
+        """The packets at ``locs``; missing ones are skipped."""
         out: list[Packet] = []
-        rec = self.recorder
+        sources = self.recorder.sources
         for loc in locs:
-            seq, off = loc >> 32, loc & 0xFFFFFFFF
-            m = self._map(seq, off + 32)
-            if m is None or off + 28 > len(m):
+            b = self._block(loc)
+            if b is None:
                 continue
-            btype, blen, iface, hi, lo, caplen, orig = _EPB.unpack_from(m, off)
-            if off + blen > len(m):  # mapped before the rest of the block was flushed
-                m = self._map(seq, off + blen)
-                if m is None or off + blen > len(m):
-                    continue
-            if btype != 6:
-                continue
-            info = self._infos.get(seq)
-            sid = info.sources[iface] if info is not None and iface < len(info.sources) else 0
-            linktype = rec.sources[sid].linktype if sid < len(rec.sources) else 1
-            out.append(((hi << 32) | lo, linktype, m[off + 28 : off + 28 + caplen], sid, orig))
+            m, off, _blen, ts, sid, caplen, orig = b
+            linktype = sources[sid].linktype if sid < len(sources) else 1
+            out.append((ts, linktype, m[off + 28 : off + 28 + caplen], sid, orig))
         return out
 
     def blocks(self, locs: Iterable[int]) -> list[tuple[int, int, int, int]]:
         """``(ts_ns, loc, source id, block length)`` of the packet blocks at ``locs``."""
         out: list[tuple[int, int, int, int]] = []
         for loc in locs:
-            seq, off = loc >> 32, loc & 0xFFFFFFFF
-            m = self._map(seq, off + 32)
-            if m is None or off + 28 > len(m):
-                continue
-            btype, blen, iface, hi, lo, _caplen, _orig = _EPB.unpack_from(m, off)
-            if off + blen > len(m):
-                m = self._map(seq, off + blen)
-                if m is None or off + blen > len(m):
-                    continue
-            if btype != 6:
-                continue
-            info = self._infos.get(seq)
-            sid = info.sources[iface] if info is not None and iface < len(info.sources) else 0
-            out.append(((hi << 32) | lo, loc, sid, blen))
+            b = self._block(loc)
+            if b is not None:
+                out.append((b[3], loc, b[4], b[2]))
         return out
 
     def mapped(self, seq: int) -> mmap.mmap | None:

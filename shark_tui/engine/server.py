@@ -94,18 +94,8 @@ def ensure_token(path: str) -> str:
     return token
 
 
-def parse_listen(text: str) -> tuple[str, int] | str:
-    """``HOST:PORT`` (``[v6]:PORT``) or ``unix:PATH``; raise ValueError with a reason."""
-    if text.startswith("unix:"):
-        path = text[5:]
-        if not path:
-            raise ValueError("unix: needs a path")
-        return path
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"expected HOST:PORT or unix:PATH, got {text!r}")
-    host = host.strip("[]") or "127.0.0.1"
-    return host, int(port)
+parse_listen = wire.parse_address
+"""``--listen``: the same addresses clients reach (``HOST:PORT`` or ``unix:PATH``)."""
 
 
 @dataclass(eq=False)

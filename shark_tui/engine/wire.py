@@ -47,6 +47,7 @@ __all__ = [
     "Unknown",
     "Unsubscribe",
     "encode",
+    "parse_address",
 ]
 
 VERSION: Final = 1
@@ -221,6 +222,21 @@ _TYPES: Final[dict[int, type[Message]]] = {
 }  # fmt: skip
 _DECODERS: Final = {t: msgspec.msgpack.Decoder(cls) for t, cls in _TYPES.items()}
 _encoder = msgspec.msgpack.Encoder()
+
+
+def parse_address(text: str) -> tuple[str, int] | str:
+    """A daemon's address, to listen on or to reach: ``HOST:PORT`` (``[v6]:PORT``) or
+    ``unix:PATH``; raise ValueError with a reason."""
+    if text.startswith("unix:"):
+        path = text[5:]
+        if not path:
+            raise ValueError("unix: needs a path")
+        return path
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT or unix:PATH, got {text!r}")
+    host = host.strip("[]") or "127.0.0.1"
+    return host, int(port)
 
 
 def encode(msg: Message) -> bytes:
