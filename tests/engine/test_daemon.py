@@ -11,8 +11,6 @@ import collections
 import glob
 import json
 import os
-import re
-import signal
 import subprocess
 import sys
 import threading
@@ -23,6 +21,8 @@ from pathlib import Path
 import pytest
 
 from shark_tui.engine.store import Recorder
+from tests.daemonpeers import Daemon as PeerDaemon
+from tests.daemonpeers import Tcpdump
 from tests.netpods import Node, Pod, cleanup_stale
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,50 +49,18 @@ s.serve_forever()
 """
 
 
-class Daemon:
-    """`shark-tui daemon ARGS` as a process, its stderr collected line by line."""
+class Daemon(PeerDaemon):
+    """`PeerDaemon` on its own unix socket and token (daemons of parallel runs never share
+    8898), with its status file and a kill -9."""
 
     def __init__(self, store: str, *args: str) -> None:
-        self.store = store
-        self.lines: list[str] = []
-        own = [
-            "--listen", f"unix:{store}.sock", "--token-file", f"{store}.token",
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(
-            [SHARK, "daemon", "--store", store, *own, *args],
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
+        super().__init__(
+            store, "--listen", f"unix:{store}.sock", "--token-file", f"{store}.token", *args
         )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line.rstrip("\n"))
-
-    def wait_for(self, text: str, timeout: float = 10.0, after: int = 0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self.lines[after:]:
-                if text in line:
-                    return line
-            if self.proc.poll() is not None and not self._reader.is_alive():
-                break
-            time.sleep(0.02)
-        raise AssertionError(f"daemon never said {text!r}; it said: {self.lines}")
 
     def status(self) -> dict:
         with open(os.path.join(self.store, "status.json")) as f:
             return json.load(f)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        rc = self.proc.wait(15)
-        self._reader.join(5)
-        return rc
 
     def kill9(self) -> None:
         self.proc.kill()
@@ -157,25 +125,6 @@ def segments(store: str) -> list[str]:
 
 def client_ports(packets: collections.Counter, server_port: int = 8000) -> set[int]:
     return {k[1] for k in packets if k[3] == server_port}
-
-
-class Tcpdump:
-    def __init__(self, iface: str, path: str) -> None:
-        self.path = path
-        self.proc = subprocess.Popen(
-            ["tcpdump", "-i", iface, "-B", "65536", "--immediate-mode", "-U", "-w", path, "tcp"],
-            stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        assert self.proc.stderr is not None
-        line = self.proc.stderr.readline()  # "listening on ..."
-        assert "listening" in line, line
-
-    def stop(self) -> None:
-        time.sleep(0.2)
-        self.proc.send_signal(signal.SIGINT)
-        _, err = self.proc.communicate(timeout=10)
-        # else it is no oracle
-        assert re.search(r"^0 packets dropped by kernel", err, re.M), err
 
 
 def test_host_veths_each_packet_once_and_new_interfaces_picked_up(
