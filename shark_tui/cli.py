@@ -122,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--ids", default="", metavar="ID,...", help="these entries")
     x.add_argument("-o", dest="out", required=True, metavar="OUT", help="output file, - for stdout")
     x.add_argument("--token-file", default=None, metavar="F", help="the daemon's token")
+    t = sub.add_parser(
+        "tls-status", help="processes using TLS, and whether their plaintext is visible"
+    )
+    t.add_argument("--attach", metavar="HOST:PORT", default="127.0.0.1:8898",
+                   help="the daemon to ask (default: this host's, 127.0.0.1:8898)")  # fmt: skip
+    t.add_argument("--json", action="store_true", help="the report as JSON")
+    t.add_argument("--token-file", default=None, metavar="F", help="the daemon's token")
     return parser
 
 
@@ -172,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "open": cmd_open,
         "attach": cmd_attach,
         "tui": cmd_tui,
+        "tls-status": cmd_tls_status,
     }
     try:
         return handlers[args.command](args)
@@ -558,8 +566,6 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     from shark_tui.engine import netns
     from shark_tui.engine.daemon import Daemon, DaemonConfig, capture_filter, default_store_dir
 
-    if args.tls:
-        raise UsageError("--tls: eBPF TLS capture is not built yet")
     if args.max_bytes < 1 << 20:
         raise UsageError(f"--max-bytes: at least 1M, got {args.max_bytes} bytes")
     try:
@@ -598,6 +604,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         segment_ns=args.segment_age,
         listen=listen,
         token=token,
+        tls=args.tls,
     )
     daemon = Daemon(config)
 
@@ -607,6 +614,54 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     return daemon.run()
+
+
+def cmd_tls_status(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from shark_tui.engine.client import Client, ClientError
+
+    token = _read_token(args.token_file)
+
+    async def run() -> dict[str, Any]:
+        client = await Client.connect(args.attach, token)
+        try:
+            return await client.get_tls_status()
+        finally:
+            await client.close()
+
+    try:
+        report = asyncio.run(run())
+    except ClientError as exc:
+        print(f"shark-tui: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        sys.stdout.write("".join(line + "\n" for line in format_tls_status(report)))
+    return EXIT_OK
+
+
+def format_tls_status(report: dict[str, Any]) -> list[str]:
+    """The readable ``tls-status``: one line per process, the reason when not visible."""
+    if not report.get("enabled"):
+        return [f"TLS capture is off: {report.get('reason') or report.get('error')}"]
+    if report.get("error"):
+        return [f"TLS status unavailable: {report['error']}"]
+    lines = [f"kernel path: {report.get('kernel_path')}  (sockets of SSL calls)"]
+    for lib in report.get("libraries", []):
+        state = lib["error"] or "probed: " + ", ".join(lib["attached"])
+        lines.append(f"library {lib['path']}: {state}")
+    lines.append(f"{'PID':>7}  {'COMM':<16} {'VISIBLE':<8} CONNS  REASON")
+    for p in report.get("processes", []):
+        vis = {True: "yes", False: "no", None: "-"}[p.get("visible")]
+        conns = len(p.get("tls_connections", []))
+        lines.append(f"{p['pid']:>7}  {p['comm'][:16]:<16} {vis:<8} {conns:>5}  {p['reason']}")
+    lost = {k: v for k, v in (report.get("lost") or {}).items() if v}
+    if lost:
+        lines.append("lost: " + ", ".join(f"{k} {v}" for k, v in lost.items()))
+    return lines
 
 
 def format_row(entry: dict[str, Any]) -> str:

@@ -147,8 +147,10 @@ class Client:
 
     def _check(self) -> None:
         if self.closed is not None:
-            raise self.closed if isinstance(self.closed, ClientError) else ConnectionClosed(
-                str(self.closed)
+            raise (
+                self.closed
+                if isinstance(self.closed, ClientError)
+                else ConnectionClosed(str(self.closed))
             )
 
     async def _call(self, msg: wire.Message) -> wire.Message:
@@ -239,6 +241,12 @@ class Client:
         reply = await self._call(wire.Stats(req=next(self._req)))
         assert isinstance(reply, wire.StatsChanged)
         return reply.stats
+
+    async def get_tls_status(self) -> dict[str, Any]:
+        """The daemon's TLS status: ``report`` keys plus ``processes``."""
+        reply = await self._call(wire.TlsStatus(req=next(self._req)))
+        assert isinstance(reply, wire.TlsStatusReport)
+        return dict(reply.report, processes=reply.processes)
 
     async def close(self) -> None:
         if self._task is not None:

@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Final, TextIO
+from typing import Any, Final, TextIO
 
 from shark_tui.engine import netlink, netns
 from shark_tui.engine.capture import BatchQueue, CaptureError, CaptureSource
@@ -70,6 +70,7 @@ class DaemonConfig:
     segment_ns: int | None = None
     listen: tuple[str, int] | str | None = None  # None: no query socket
     token: str = ""
+    tls: bool = False  # eBPF TLS plaintext (shark_tui.ebpf), on the ``tls`` source
 
 
 class _Namespace:
@@ -114,6 +115,7 @@ class Daemon:
         self.writer_errors = 0
         self._retry_at: dict[str, float] = {}  # source name -> when to try opening it again
         self.reorder_stats: dict[str, int] = {}
+        self.tls: Any = None  # shark_tui.ebpf.capture.TlsCapture with --tls
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -134,8 +136,13 @@ class Daemon:
             )
         if self.config.listen is not None:
             self.server = Server(
-                self.recorder, self.lock, self.config.token, self.config.listen, self.status,
+                self.recorder,
+                self.lock,
+                self.config.token,
+                self.config.listen,
+                self.status,
                 log=self.say,
+                tls_status=self.tls_status,
             )
             try:
                 self.server.start()
@@ -143,6 +150,10 @@ class Daemon:
                 self.say(f"error: cannot listen on {self.config.listen}: {exc.strerror or exc}")
                 return 1
             self.say(f"serving queries on {self.server.address}")
+        if self.config.tls and not self._start_tls():
+            if self.server is not None:
+                self.server.stop()
+            return 1
         self._open_namespaces()
         self._writer.start()
         for ns in self.namespaces:
@@ -181,6 +192,32 @@ class Daemon:
             self._shutdown()
         return 0
 
+    def _start_tls(self) -> bool:
+        from shark_tui.ebpf.capture import EbpfUnavailable, TlsCapture
+
+        with self.lock:
+            sid = self.recorder.source("tls", 1, description="TLS plaintext (eBPF uprobes)")
+        tls = TlsCapture(sid, self.queue, log=self.say)
+        try:
+            tls.start()
+        except EbpfUnavailable as exc:
+            self.say(f"error: --tls: {exc}")
+            return False
+        self.tls = tls
+        self.say(f"TLS plaintext: OpenSSL uprobes, sockets via {tls.tracer.path}")
+        return True
+
+    def tls_status(self) -> dict[str, Any]:
+        """What ``tls-status`` shows (an empty report without ``--tls``)."""
+        if self.tls is None:
+            return {"enabled": False, "processes": [],
+                    "reason": "the daemon runs without --tls"}  # fmt: skip
+        with self.lock:
+            wire = self.recorder.wire_tls_tuples()
+        report: dict[str, Any] = self.tls.status(wire.__contains__)
+        report["enabled"] = True
+        return report
+
     def stop(self) -> None:
         """Ask `run` to finish (safe from a signal handler or another thread)."""
         self._stopping.set()
@@ -194,6 +231,9 @@ class Daemon:
             src.stop()
         for src in list(self.sources.values()):
             src.join()
+        if self.tls is not None:
+            self.tls.stop()
+            self.tls.join()
         self._stopping.set()
         self.queue.wake()
         self._writer.join()
@@ -321,7 +361,8 @@ class Daemon:
                 reorder.push(batch)
                 batch = q.get(0)
             done = self._stopping.is_set() and q.bytes == 0
-            ready = reorder.pop(time.time_ns(), multi=len(self.sources) > 1, final=done)
+            multi = len(self.sources) + (self.tls is not None) > 1
+            ready = reorder.pop(time.time_ns(), multi=multi, final=done)
             if ready:
                 with self.lock:
                     for b in ready:
@@ -350,6 +391,10 @@ class Daemon:
                 sid = src.sid
                 self.recorder.sources[sid].counters = dict(src.counters, capturing=1)
                 del name
+            if self.tls is not None:
+                self.recorder.sources[self.tls.sid].counters = dict(
+                    self.tls.counters, capturing=int(self.tls.alive)
+                )
             st = self.recorder.status()
         st["pid"] = os.getpid()
         st["started_ns"] = self.started_ns

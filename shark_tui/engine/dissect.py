@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import IO, Any
 
 from shark_tui.engine.packet import PacketDecoder, format_ip
-from shark_tui.engine.tcp import Flow, FlowTable
+from shark_tui.engine.tcp import TLS_ZONE, Flow, FlowTable
 from shark_tui.proto.amqp import AmqpDissector
 from shark_tui.proto.base import (
     CLIENT,
@@ -83,7 +83,7 @@ class EntryBuilder:
             "status": ex.status,
             "request_size": ex.request_size,
             "response_size": ex.response_size,
-            "tls": False,
+            "tls": flow.tls,
             "request": ex.request,
             "response": ex.response,
             "error": ex.error,
@@ -102,9 +102,7 @@ def make_dissector_factory(body_cap: int) -> Callable[[str, bool, float], Dissec
         if proto in ("http2", "grpc", "graphql"):
             return Http2Dissector(midstream=midstream, body_cap=body_cap)
         if proto == "kafka":
-            return KafkaDissector(
-                midstream=midstream, body_cap=body_cap, topic_ids=kafka_topic_ids
-            )
+            return KafkaDissector(midstream=midstream, body_cap=body_cap, topic_ids=kafka_topic_ids)
         if proto == "redis":
             return RedisDissector(midstream=midstream, body_cap=body_cap)
         if proto == "amqp":
@@ -275,12 +273,15 @@ class Dissection:
         ts = 0.0
         for ts_ns, iface, data, _orig_len in packets:
             count += 1
-            seg = decode(interfaces[iface].linktype, data, ts_ns)
+            ifc = interfaces[iface]
+            seg = decode(ifc.linktype, data, ts_ns)
             if seg is None:
                 continue
             ts = ts_ns / 1e9
             src, sport, dst, dport, seq, ack, flags, _win, payload = seg
-            segment(ts, src, sport, dst, dport, seq, ack, flags, payload)
+            # TLS plaintext (the daemon's ``tls`` interface) stays apart from its ciphertext
+            zone = TLS_ZONE if ifc.name == "tls" else 0
+            segment(ts, src, sport, dst, dport, seq, ack, flags, payload, zone)
             if next_sweep is None:
                 next_sweep = ts + SWEEP_INTERVAL
             elif ts >= next_sweep or len(self._held) > recheck:

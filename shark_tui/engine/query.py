@@ -37,9 +37,10 @@ from shark_tui.engine.filter import Filter
 from shark_tui.engine.flowindex import RESET, Flow
 from shark_tui.engine.packet import PacketDecoder, format_ip
 from shark_tui.engine.store import Recorder, SegmentInfo
+from shark_tui.engine.tcp import TLS_ZONE, FlowTable
 from shark_tui.engine.tcp import Flow as TcpFlow
-from shark_tui.engine.tcp import FlowTable
 from shark_tui.proto.base import Event, ExchangeCompleted
+from shark_tui.proto.tls import MAX_HELLO, parse_hello
 
 __all__ = [
     "MAX_CACHED_ENTRIES",
@@ -206,10 +207,12 @@ class StoreReader:
 class FlowCursor:
     """Incremental dissection of one indexed connection (see the module docstring)."""
 
-    __slots__ = ("_builder", "_decoder", "count", "done", "last_loc", "num", "out", "table")
+    __slots__ = ("_builder", "_decoder", "count", "done", "last_loc", "num", "out", "table",
+                 "zone")  # fmt: skip
 
-    def __init__(self, num: int, body_cap: int = DEFAULT_BODY_CAP) -> None:
+    def __init__(self, num: int, body_cap: int = DEFAULT_BODY_CAP, tls: bool = False) -> None:
         self.num = num
+        self.zone = TLS_ZONE if tls else 0  # TLS plaintext: entries say ``tls: true``
         self.count = 0  # exchanges emitted
         self.last_loc = -1
         self.done = False
@@ -229,11 +232,12 @@ class FlowCursor:
     def feed(self, packets: list[Packet]) -> None:
         decode = self._decoder.decode
         segment = self.table.segment
+        zone = self.zone
         for ts_ns, linktype, data, _sid, _orig in sorted(packets, key=lambda p: p[0]):
             seg = decode(linktype, data, ts_ns)
             if seg is not None:
                 src, sport, dst, dport, seq, ack, flags, _win, payload = seg
-                segment(ts_ns / 1e9, src, sport, dst, dport, seq, ack, flags, payload)
+                segment(ts_ns / 1e9, src, sport, dst, dport, seq, ack, flags, payload, zone)
 
     def finish(self) -> None:
         if not self.done:
@@ -290,9 +294,10 @@ class _FlowView:
     fields only; its packet locations are fetched when it has to be dissected."""
 
     __slots__ = ("client", "cport", "ended", "first_ns", "last_ns", "num", "proto", "server",
-                 "sport")  # fmt: skip
+                 "sport", "tls")  # fmt: skip
 
-    def __init__(self, f: Flow) -> None:
+    def __init__(self, f: Flow, tls_zone: int | None = None) -> None:
+        self.tls = f.key[0] == tls_zone
         self.num = f.num
         self.proto = f.proto
         self.client = format_ip(f.client)
@@ -341,7 +346,7 @@ class QueryEngine:
         self._unflushed: set[int] = set()
         self.stats = {"dissected_packets": 0, "cursor_evictions": 0, "cache_evictions": 0,
                       "entries": 0, "full_redissections": 0, "exported_packets": 0,
-                      "checkpoint_reads": 0, "full_reads": 0}  # fmt: skip
+                      "checkpoint_reads": 0, "full_reads": 0, "wire_twins": 0}  # fmt: skip
         self.last_export_packets = 0
 
     # -- keeping flows up to date ---------------------------------------------------------------
@@ -351,7 +356,8 @@ class QueryEngine:
         with self.lock:
             by_num = self.recorder.index.by_num
             flows = by_num.values() if nums is None else [by_num[n] for n in nums if n in by_num]
-            return [_FlowView(f) for f in flows]
+            tz = self.recorder.tls_zone()
+            return [_FlowView(f, tz) for f in flows]
 
     def _locs_after(self, num: int, after: int) -> list[int]:
         """Locations of flow ``num``'s packets stored after location ``after`` (-1: all)."""
@@ -383,7 +389,7 @@ class QueryEngine:
                 continue  # nothing new since it was last fed
             cached.last_ns = v.last_ns
             if cur is None:
-                cur = FlowCursor(v.num, self.body_cap)
+                cur = FlowCursor(v.num, self.body_cap, v.tls)
                 self._cursors[v.num] = cur
                 self._evict_cursors()
                 if cached.emitted:
@@ -402,6 +408,10 @@ class QueryEngine:
             if v.ended and len(locs) == len(wanted):
                 cur.finish()
             entries = cur.take()
+            if entries and not v.tls and v.proto == "tls" and self.wire_twin_exists(v.num):
+                # its plaintext was captured: the connection shows as those entries
+                self.stats["wire_twins"] += len(entries)
+                entries = []
             known = len(summaries)
             for e in entries:
                 n = parse_id(e["id"])
@@ -571,12 +581,56 @@ class QueryEngine:
                 return []
             locs = f.locs.tolist()
             ended = bool(f.state & RESET or f.state & _FIN_BOTH == _FIN_BOTH)
+            tls = f.key[0] == self.recorder.tls_zone()
+            if not tls and f.proto == "tls" and self.recorder.twin(f) is not None:
+                return []  # its plaintext was captured: shown as those entries
         locs = self._readable(locs)
-        cur = FlowCursor(num, self.body_cap)
+        cur = FlowCursor(num, self.body_cap, tls)
         cur.feed(self.reader.read(locs))
         if ended:
             cur.finish()
         return cur.take()
+
+    def wire_twin(self, num: int) -> dict[str, Any] | None:
+        """The ciphertext twin of TLS plaintext flow ``num``: its flow number, interface,
+        packets and bytes, and what its hellos say (SNI, ALPN, versions). None when the wire
+        connection was not captured."""
+        with self.lock:
+            f = self.recorder.index.by_num.get(num)
+            twin = self.recorder.twin(f) if f is not None else None
+            if twin is None:
+                return None
+            info: dict[str, Any] = {
+                "flow": twin.num,
+                "iface": self.recorder.sources[twin.source].name,
+                "packets": twin.c_pkts + twin.s_pkts,
+                "bytes": twin.c_bytes + twin.s_bytes,
+            }
+            client = (twin.client, twin.cport)
+            locs = twin.locs[:24].tolist()
+        heads = [bytearray(), bytearray()]
+        decode = PacketDecoder().decode
+        for ts_ns, linktype, data, _sid, _orig in self.reader.read(self._readable(locs)):
+            seg = decode(linktype, data, ts_ns)
+            if seg is not None and seg[8]:
+                side = 0 if (seg[0], seg[1]) == client else 1
+                if len(heads[side]) < MAX_HELLO:
+                    heads[side] += seg[8]
+        for side, name in ((0, "client_hello"), (1, "server_hello")):
+            hello = parse_hello(bytes(heads[side]))
+            if hello:
+                info[name] = hello
+        return info
+
+    def wire_twin_exists(self, num: int) -> bool:
+        with self.lock:
+            f = self.recorder.index.by_num.get(num)
+            return f is not None and self.recorder.twin(f) is not None
+
+    def _is_tls(self, num: int) -> bool:
+        with self.lock:
+            f = self.recorder.index.by_num.get(num)
+            return f is not None and f.key[0] == self.recorder.tls_zone()
 
     def known_flows(self) -> set[int]:
         with self.lock:
@@ -615,7 +669,12 @@ class QueryEngine:
         key = parse_id(entry_id)
         if key is None:
             return None
-        num, n = key
+        found = self._get_entry(entry_id, *key)
+        if found is not None and found["tls"]:
+            found["wire"] = self.wire_twin(key[0])
+        return found
+
+    def _get_entry(self, entry_id: str, num: int, n: int) -> Entry | None:
         cached = self._cache.get(num)
         if cached is not None and cached.entries is not None and 0 < n <= len(cached.entries):
             found = self._from_checkpoint(num, cached.entries[n - 1])
@@ -652,7 +711,7 @@ class QueryEngine:
         if start < 0:
             return None
         rest = self._readable(locs[bisect.bisect_left(locs, start) :])
-        cur = FlowCursor(num, self.body_cap)
+        cur = FlowCursor(num, self.body_cap, self._is_tls(num))
 
         def same(e: Entry) -> bool:
             # everything the summary holds but the id must agree, or this start was wrong
@@ -733,4 +792,3 @@ class QueryEngine:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.reader.close()
-

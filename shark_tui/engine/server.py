@@ -132,8 +132,10 @@ class Server:
         status: Callable[[], dict[str, Any]],
         node: str = "",
         log: Callable[[str], None] = lambda line: None,
+        tls_status: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.recorder = recorder
+        self.tls_status = tls_status
         self.lock = lock
         self._token = token.encode()
         self.listen = listen
@@ -203,8 +205,8 @@ class Server:
                     asyncio.start_server(self._serve, host, port, reuse_address=True)
                 )
                 addr = srv.sockets[0].getsockname()
-                self.address = f"{addr[0]}:{addr[1]}" if ":" not in addr[0] else (
-                    f"[{addr[0]}]:{addr[1]}"
+                self.address = (
+                    f"{addr[0]}:{addr[1]}" if ":" not in addr[0] else (f"[{addr[0]}]:{addr[1]}")
                 )
             self._server = srv
         except BaseException as exc:
@@ -372,9 +374,21 @@ class Server:
             c.stats_req = msg.req
             self._send(c, wire.StatsChanged(req=msg.req, stats=self.full_status()))
         elif isinstance(msg, wire.TlsStatus):
-            self._send(c, wire.TlsStatusReport(req=msg.req, processes=[]))
+            self._jobs.put(lambda: self._tls_status(c, msg.req))
         # anything else (Unknown, or a push type a client should not send) is ignored
         return True
+
+    def _tls_status(self, c: _Client, req: int) -> None:
+        """(query thread) The TLS status report; the connection lists walk the index."""
+        if self.tls_status is None:
+            rep: dict[str, Any] = {"enabled": False, "reason": "the daemon runs without --tls"}
+        else:
+            try:
+                rep = self.tls_status()
+            except Exception as exc:  # a status that cannot be read says so
+                rep = {"enabled": True, "error": f"{exc!r}"}
+        procs = rep.pop("processes", [])
+        self.post(c, wire.TlsStatusReport(req=req, processes=procs, report=rep))
 
     async def _push_stats(self) -> None:
         while True:

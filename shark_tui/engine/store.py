@@ -30,7 +30,7 @@ from typing import Final
 
 from shark_tui import __version__
 from shark_tui.engine import pcapng
-from shark_tui.engine.flowindex import FlowIndex
+from shark_tui.engine.flowindex import Flow, FlowIndex
 from shark_tui.engine.packet import PacketDecoder
 
 __all__ = [
@@ -168,12 +168,48 @@ class Recorder:
         sid = self._source_ids.get(name)
         if sid is None:
             sid = len(self.sources)
-            loopback = name == "lo" or name.endswith("/lo")
+            # Loopback and TLS plaintext are address spaces of their own: a flow there is never
+            # the same connection as one with the same 4-tuple on the wire (nor a duplicate).
+            own = name in ("lo", "tls") or name.endswith("/lo")
             self.sources.append(
-                SourceInfo(name, linktype, snaplen, description, zone=sid + 1 if loopback else 0)
+                SourceInfo(name, linktype, snaplen, description, zone=sid + 1 if own else 0)
             )
             self._source_ids[name] = sid
         return sid
+
+    def tls_zone(self) -> int | None:
+        """The flow-index zone of the ``tls`` source (None: no TLS plaintext here)."""
+        sid = self._source_ids.get("tls")
+        return None if sid is None else self.sources[sid].zone
+
+    def twin(self, f: Flow) -> Flow | None:
+        """The same connection in the other world: a TLS plaintext flow's wire flow (on any
+        interface), or a wire flow's plaintext flow."""
+        tz = self.tls_zone()
+        if tz is None:
+            return None
+        if f.key[0] != tz:
+            zones = [tz]
+        else:
+            zones = sorted({0} | {s.zone for s in self.sources if s.zone and s.zone != tz})
+        by_key = self.index.by_key
+        for z in zones:
+            for key in ((z, f.client, f.cport, f.server, f.sport),
+                        (z, f.server, f.sport, f.client, f.cport)):  # fmt: skip
+                t = by_key.get(key)
+                if t is not None and t is not f:
+                    return t
+        return None
+
+    def wire_tls_tuples(self) -> set[tuple[bytes, int, bytes, int]]:
+        """Both orientations of the 4-tuple of every wire connection that looks like TLS."""
+        tls = self.tls_zone()
+        out: set[tuple[bytes, int, bytes, int]] = set()
+        for f in self.index.by_num.values():
+            if f.proto == "tls" and f.key[0] != tls:
+                out.add((f.client, f.cport, f.server, f.sport))
+                out.add((f.server, f.sport, f.client, f.cport))
+        return out
 
     # -- recovery -------------------------------------------------------------------------------
 

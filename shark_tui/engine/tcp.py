@@ -13,7 +13,7 @@ same input whatever the filter or the chunking.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from shark_tui.proto.base import CLIENT, SERVER, Dissector, Event, Exchange, ExchangeCompleted
 from shark_tui.proto.infer import PORT_HINTS, guess
@@ -88,8 +88,10 @@ class Flow:
         "proto_hint",
         "selected",
         "syn_seen",
+        "tls",
         "undecided",
         "undecided_bytes",
+        "zone",
     )
 
     def __init__(self, num: int, addr: tuple[bytes, int, bytes, int], ts: float) -> None:
@@ -110,6 +112,8 @@ class Flow:
         self.closed_at: float | None = None
         self.n = 0  # exchanges emitted
         self.selected = True  # False when a filter ruled the whole connection out
+        self.zone = 0  # an address space of its own (TLS plaintext): not the wire's 4-tuple
+        self.tls = False  # its bytes are TLS plaintext from the eBPF probes
 
     def endpoint(self, role: int) -> tuple[bytes, int]:
         """(ip, port) of the CLIENT or SERVER end."""
@@ -118,6 +122,12 @@ class Flow:
 
 
 _FEED, _GAP, _CLOSE = 0, 1, 2
+TLS_ZONE: Final = 1  # the zone of TLS plaintext connections
+
+
+def _key(a: bytes, ap: int, b: bytes, bp: int, zone: int) -> tuple[Any, ...]:
+    return (a, ap, b, bp) if not zone else (a, ap, b, bp, zone)
+
 
 #: (proto, midstream, start_ts) -> a dissector for one connection.
 DissectorFactory = Callable[[str, bool, float], Dissector]
@@ -144,7 +154,7 @@ class FlowTable:
         #: Asked once a connection's protocol is known: False leaves it undissected (another
         #: worker process dissects it).
         self._owns = owns
-        self._flows: dict[tuple[bytes, int, bytes, int], tuple[Flow, int]] = {}
+        self._flows: dict[tuple[Any, ...], tuple[Flow, int]] = {}
         self.active: dict[int, Flow] = {}  # num -> open flow
         self._closed: list[Flow] = []
         self.next_num = 1
@@ -178,12 +188,17 @@ class FlowTable:
         ack: int,
         flags: int,
         payload: bytes,
+        zone: int = 0,
     ) -> None:
+        """One TCP segment. ``zone`` non-zero keeps the connection apart from one with the same
+        4-tuple in zone 0 (TLS plaintext beside its ciphertext)."""
         stats = self.stats
         stats["segments"] += 1
-        found = self._flows.get((src, sport, dst, dport))
+        found = self._flows.get(
+            (src, sport, dst, dport) if not zone else (src, sport, dst, dport, zone)
+        )
         if found is None:
-            flow, side = self._new_flow(ts, src, sport, dst, dport), 0
+            flow, side = self._new_flow(ts, src, sport, dst, dport, zone), 0
         else:
             flow, side = found
             if flow.closed_at is not None or (
@@ -198,7 +213,7 @@ class FlowTable:
                 stats["port_reuse"] += 1
                 if flow.closed_at is None:
                     self._end(flow, ts)
-                flow, side = self._new_flow(ts, src, sport, dst, dport), 0
+                flow, side = self._new_flow(ts, src, sport, dst, dport, zone), 0
         flow.last_ts = ts
         half = flow.halves[side]
         half.packets += 1
@@ -445,7 +460,9 @@ class FlowTable:
 
     # -- life cycle -------------------------------------------------------------------------------
 
-    def _new_flow(self, ts: float, src: bytes, sport: int, dst: bytes, dport: int) -> Flow:
+    def _new_flow(
+        self, ts: float, src: bytes, sport: int, dst: bytes, dport: int, zone: int = 0
+    ) -> Flow:
         if len(self.active) >= MAX_FLOWS:
             oldest = min(self.active.values(), key=lambda f: f.last_ts)
             self.stats["flows_evicted"] += 1
@@ -453,8 +470,10 @@ class FlowTable:
         flow = Flow(self.next_num, (src, sport, dst, dport), ts)
         self.next_num += 1
         self.stats["flows"] += 1
-        self._flows[(src, sport, dst, dport)] = (flow, 0)
-        self._flows[(dst, dport, src, sport)] = (flow, 1)
+        flow.zone = zone
+        flow.tls = zone == TLS_ZONE
+        self._flows[_key(src, sport, dst, dport, zone)] = (flow, 0)
+        self._flows[_key(dst, dport, src, sport, zone)] = (flow, 1)
         self.active[flow.num] = flow
         if self._select is not None:
             flow.selected = self._select(flow)
@@ -517,7 +536,8 @@ class FlowTable:
         for flow in self._closed:
             if flow.closed_at is not None and now - flow.closed_at > CLOSED_LINGER:
                 a0, p0, a1, p1 = flow.addr
-                for key in ((a0, p0, a1, p1), (a1, p1, a0, p0)):
+                z = flow.zone
+                for key in (_key(a0, p0, a1, p1, z), _key(a1, p1, a0, p0, z)):
                     found = self._flows.get(key)
                     if found is not None and found[0] is flow:
                         del self._flows[key]

@@ -181,9 +181,13 @@ class ExportDone(Message):
 
 
 class TlsStatusReport(Message):
+    """``processes``: one dict each (pid, comm, exe, libs, visible, reason, tls_connections…);
+    ``report``: the rest (enabled, kernel_path, libraries, lost, synthetic counters)."""
+
     TYPE: ClassVar[int] = 38
     req: int = 0
     processes: list[dict[str, Any]] = []
+    report: dict[str, Any] = {}
 
 
 class StreamData(Message):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 
 from shark_tui.proto.base import CLIENT, Event, Exchange, ExchangeCompleted
+from shark_tui.proto.tls import MAX_HELLO, parse_hello
 
 #: Bytes of each direction kept to show what the connection started with.
 FIRST_BYTES = 64
@@ -29,11 +30,13 @@ class TcpDissector:
         self._gaps = [0, 0]
         self._first = [b"", b""]
         self._done = False
+        # TLS: enough of each direction's first bytes for its hello (SNI, ALPN)
+        self._keep = MAX_HELLO if guess == "tls" else FIRST_BYTES
 
     def feed(self, direction: int, data: bytes, ts: float) -> list[Event]:
         self._sizes[direction] += len(data)
-        if len(self._first[direction]) < FIRST_BYTES and not self._gaps[direction]:
-            self._first[direction] += data[: FIRST_BYTES - len(self._first[direction])]
+        if len(self._first[direction]) < self._keep and not self._gaps[direction]:
+            self._first[direction] += data[: self._keep - len(self._first[direction])]
         return []
 
     def gap(self, direction: int, size: int, ts: float) -> list[Event]:
@@ -52,8 +55,9 @@ class TcpDissector:
         if self._midstream and not c and not s:
             return []
         halves = []
+        hellos = [{}, {}] if self._guess != "tls" else [parse_hello(f) for f in self._first]
         for d in (CLIENT, 1 - CLIENT):
-            body, encoding = render_bytes(self._first[d])
+            body, encoding = render_bytes(self._first[d][:FIRST_BYTES])
             halves.append(
                 {
                     "size": self._sizes[d],
@@ -62,10 +66,19 @@ class TcpDissector:
                     "first_bytes_encoding": encoding,
                 }
             )
+            if hellos[d]:
+                halves[-1]["tls"] = hellos[d]
+        summary = f"{c} bytes ⇄ {s} bytes"
+        hello = hellos[CLIENT]
+        if hello.get("hello") == "client":
+            alpn = ",".join(hello.get("alpn", []))
+            summary = (
+                f"TLS {hello.get('sni', '(no SNI)')}{f' [{alpn}]' if alpn else ''} · {summary}"
+            )
         exchange = Exchange(
             proto="tcp",
             ts=self._start,
-            summary=f"{c} bytes ⇄ {s} bytes",
+            summary=summary,
             request_size=c,
             response_size=s,
             request=halves[0],

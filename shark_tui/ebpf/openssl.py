@@ -1,0 +1,333 @@
+"""OpenSSL plaintext through uprobes on ``SSL_read``/``SSL_write`` and their ``_ex`` variants.
+
+`openssl_bpf.c` saves the buffer at entry (by thread), copies what the call moved at return in
+16 KiB chunks into a ring buffer, and learns the connection from what the kernel does inside the
+call: the ``sock:sock_{send,recv}_length`` tracepoints (or ``tcp_sendmsg``/``tcp_recvmsg``
+kprobes on kernels without them) give the socket, whose addresses are read at the offsets the
+running kernel's BTF gives; the ``syscalls`` read/write/send/recv tracepoints give the fd. A call
+served from OpenSSL's buffer reuses what the same ``SSL *`` was last seen on. When nothing gave a
+socket the 5-tuple is looked up from the fd in ``/proc``.
+
+Every ``libssl`` the processes map is probed once (by device and inode), found through
+``/proc/PID/maps`` and opened through ``/proc/PID/root`` (so a container's own libssl is found).
+Probes fire for every process mapping the library; the kernel drops our own process's calls and,
+when targets are set, every process that is not one of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import re
+import socket
+import struct
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from shark_tui.ebpf import loader
+from shark_tui.ebpf.btf import member_offsets
+from shark_tui.engine.tlssynth import Chunk
+
+__all__ = ["LibInfo", "OpenSSLTracer", "ProcInfo", "exe_path", "read_text"]
+
+PROGRAM: Final = os.path.join(os.path.dirname(__file__), "openssl_bpf.c")
+FUNCS: Final = (("SSL_write", "write"), ("SSL_read", "read"),
+                ("SSL_write_ex", "write_ex"), ("SSL_read_ex", "read_ex"))  # fmt: skip
+_HDR: Final = struct.Struct("<QQIIiIIIHHH16s16sBB16s")
+EXITED_KEEP: Final = 600.0
+_LIBSSL: Final = re.compile(r"/libssl[.-][^/]*\.so[^/]*$|/libssl\.so[^/]*$")
+
+
+@dataclass
+class LibInfo:
+    """A probed libssl file: ``error`` says why probing it failed."""
+
+    path: str
+    attached: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class ProcInfo:
+    """What the tracer knows of one process."""
+
+    pid: int
+    comm: str
+    exe: str
+    libs: list[str] = field(default_factory=list)  # keys into OpenSSLTracer.libs
+    chunks: int = 0
+    bytes: int = 0
+    last_seen: float = 0.0
+    exited: bool = False
+
+
+def read_text(path: str) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _listening(pid: int) -> set[int]:
+    """Ports listening in the network namespace of ``pid`` (TCP, v4 and v6)."""
+    ports: set[int] = set()
+    for name in ("tcp", "tcp6"):
+        for line in read_text(f"/proc/{pid}/net/{name}").splitlines()[1:]:
+            parts = line.split()
+            if len(parts) > 3 and parts[3] == "0A":
+                ports.add(int(parts[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def _socket_tuple(pid: int, fd: int) -> tuple[int, bytes, int, bytes, int] | None:
+    """(family, local address, local port, remote address, remote port) of a TCP fd."""
+    try:
+        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError:
+        return None
+    m = re.fullmatch(r"socket:\[(\d+)\]", target)
+    if m is None:
+        return None
+    inode = m.group(1)
+    for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        for line in read_text(f"/proc/{pid}/net/{name}").splitlines()[1:]:
+            parts = line.split()
+            if len(parts) > 9 and parts[9] == inode:
+                la, lp = parts[1].split(":")
+                ra, rp = parts[2].split(":")
+                return family, _proc_addr(la), int(lp, 16), _proc_addr(ra), int(rp, 16)
+    return None
+
+
+def _proc_addr(hexaddr: str) -> bytes:
+    raw = bytes.fromhex(hexaddr)
+    # /proc/net/tcp prints each 32-bit word in host (little-endian) order
+    return b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+
+
+class OpenSSLTracer:
+    """Load the program, probe every libssl in use, and hand chunks to ``on_chunk``.
+
+    ``poll`` (from one thread) reads the ring buffer; ``scan`` (now and then) probes libraries
+    that appeared. ``close`` detaches everything.
+    """
+
+    def __init__(
+        self,
+        on_chunk: Callable[[Chunk], None],
+        targets: Iterable[int] | None = None,
+    ) -> None:
+        self.on_chunk = on_chunk
+        self.targets = set(targets) if targets is not None else None
+        self.bcc: Any = None
+        self.bpf: Any = None
+        self.path = "none"
+        self.libs: dict[tuple[int, int], LibInfo] = {}
+        self.procs: dict[int, ProcInfo] = {}
+        self.stats = {"events": 0, "closes": 0, "unresolved": 0, "resolved_from_proc": 0}
+        self._clock_offset = time.time_ns() - time.monotonic_ns()
+        self._listen_cache: dict[int, tuple[float, set[int]]] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Compile and attach; raises `loader.EbpfUnavailable` with the reason."""
+        self.bcc = loader.prepare()
+        self.path = loader.kernel_path()
+        try:
+            off = member_offsets("sock_common")
+        except Exception as exc:
+            raise loader.EbpfUnavailable(f"cannot read socket offsets from BTF: {exc}") from exc
+        defines = {
+            "SELF_PID": os.getpid(),
+            "TARGETED": int(self.targets is not None),
+            "KPROBES": int(self.path == "kprobes"),
+            "TRACEPOINTS": int(self.path == "tracepoints"),
+            "OFF_DADDR": off["skc_daddr"],
+            "OFF_SADDR": off["skc_rcv_saddr"],
+            "OFF_DPORT": off["skc_dport"],
+            "OFF_NUM": off["skc_num"],
+            "OFF_FAMILY": off["skc_family"],
+            "OFF_V6_DADDR": off.get("skc_v6_daddr", 0),
+            "OFF_V6_SADDR": off.get("skc_v6_rcv_saddr", 0),
+        }
+        text = "".join(f"#define {k} {v}\n" for k, v in defines.items()) + read_text(PROGRAM)
+        try:
+            self.bpf = self.bcc.BPF(text=text)
+        except Exception as exc:
+            raise loader.EbpfUnavailable(f"the BPF program did not load: {exc}") from exc
+        if self.path == "kprobes":
+            self.bpf.attach_kprobe(event="tcp_sendmsg", fn_name="kp_tcp_sendmsg")
+            self.bpf.attach_kprobe(event="tcp_recvmsg", fn_name="kp_tcp_recvmsg")
+        if self.targets is not None:
+            self.set_targets(self.targets)
+        self.bpf["events"].open_ring_buffer(self._on_event)
+        self.scan()
+
+    def close(self) -> None:
+        if self.bpf is not None:
+            with contextlib.suppress(Exception):
+                self.bpf.cleanup()
+            self.bpf = None
+
+    def set_targets(self, pids: Iterable[int]) -> None:
+        """Only these processes (when the tracer was started with targets)."""
+        self.targets = set(pids)
+        table = self.bpf["targets"]
+        table.clear()
+        for pid in self.targets:
+            table[ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
+
+    # -- libraries ------------------------------------------------------------------------------
+
+    def scan(self) -> None:
+        """Find processes mapping a libssl; probe libraries not probed yet."""
+        seen: set[int] = set()
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            pid = int(name)
+            if pid == os.getpid() or (self.targets is not None and pid not in self.targets):
+                continue
+            libs = set()
+            for line in read_text(f"/proc/{pid}/maps").splitlines():
+                parts = line.split(None, 5)
+                if len(parts) == 6 and _LIBSSL.search(parts[5].strip()):
+                    libs.add(parts[5].strip())
+            if not libs:
+                continue
+            seen.add(pid)
+            info = self.procs.get(pid)
+            if info is None:
+                info = self.procs[pid] = ProcInfo(pid, read_text(f"/proc/{pid}/comm").strip(),
+                                                  exe_path(pid))  # fmt: skip
+            keys = []
+            for path in sorted(libs):
+                key = self._probe(pid, path)
+                if key is not None:
+                    keys.append(path if key not in self.libs else self.libs[key].path)
+            info.libs = keys
+        now = time.time()
+        for pid, info in list(self.procs.items()):
+            if pid in seen or os.path.exists(f"/proc/{pid}"):
+                continue
+            info.exited = True
+            # a short-lived client (curl) stays listed a while after it exited
+            if not info.chunks or now - info.last_seen > EXITED_KEEP or len(self.procs) > 4096:
+                del self.procs[pid]
+
+    def _probe(self, pid: int, path: str) -> tuple[int, int] | None:
+        host_path = f"/proc/{pid}/root{path}"
+        try:
+            st = os.stat(host_path)
+        except OSError:
+            return None
+        key = (st.st_dev, st.st_ino)
+        if key in self.libs:
+            return key
+        lib = self.libs[key] = LibInfo(path)
+        for sym, fn in FUNCS:
+            try:
+                self.bpf.attach_uprobe(name=host_path, sym=sym, fn_name=f"enter_{fn}")
+                self.bpf.attach_uretprobe(name=host_path, sym=sym, fn_name=f"return_{fn}")
+                lib.attached.append(sym)
+            except Exception as exc:
+                if sym.endswith("_ex"):
+                    continue  # OpenSSL 1.1.0 and older have no _ex functions
+                lib.error = f"probing {sym} in {path} failed: {exc}"
+        if not lib.attached and lib.error is None:
+            lib.error = f"no SSL_read/SSL_write symbols in {path}"
+        return key
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def poll(self, timeout_ms: int = 100) -> None:
+        if self.bpf is not None:
+            self.bpf.ring_buffer_poll(timeout_ms)
+
+    def lost(self) -> dict[str, int]:
+        table = self.bpf["lost"] if self.bpf is not None else None
+        if table is None:
+            return {}
+        vals = [table[ctypes.c_int(i)].value for i in range(3)]
+        return {"ring_full_chunks": vals[0], "bytes_past_max_call": vals[1],
+                "unreadable_bytes": vals[2]}  # fmt: skip
+
+    def _on_event(self, _ctx: Any, data: Any, size: int) -> None:
+        raw = ctypes.string_at(data, size)
+        (ts, _ssl, pid, _tid, fd, length, _offset, _total, family, lport, rport, laddr, raddr,
+         direction, kind, comm) = _HDR.unpack_from(raw)  # fmt: skip
+        self.stats["events"] += 1
+        if family == socket.AF_INET:
+            la, ra = laddr[:4], raddr[:4]
+        elif family == socket.AF_INET6:
+            la, ra = laddr, raddr
+            if la[:12] == ra[:12] == b"\0" * 10 + b"\xff\xff":  # v4-mapped
+                la, ra = la[12:], ra[12:]
+        else:
+            found = _socket_tuple(pid, fd) if fd >= 0 else None
+            if found is None:
+                self.stats["unresolved"] += 1
+                la, ra, lport, rport = b"", b"", 0, 0
+            else:
+                self.stats["resolved_from_proc"] += 1
+                _fam, la, lport, ra, rport = found
+        name = comm.split(b"\0", 1)[0].decode(errors="replace")
+        ts_ns = ts + self._clock_offset
+        if kind == 1:
+            self.stats["closes"] += 1
+            self.on_chunk(Chunk(ts_ns, pid, name, fd, la, lport, ra, rport, True, closed=True))
+            return
+        payload = raw[_HDR.size : _HDR.size + length]
+        info = self.procs.get(pid)
+        if info is None:
+            info = self.procs[pid] = ProcInfo(pid, name, exe_path(pid))
+        info.chunks += 1
+        info.bytes += len(payload)
+        info.last_seen = time.time()
+        self.on_chunk(
+            Chunk(
+                ts_ns,
+                pid,
+                name,
+                fd,
+                la,
+                lport,
+                ra,
+                rport,
+                direction == 0,
+                payload,
+                listening=lport in self._listen_ports(pid),
+            )
+        )
+
+    def _listen_ports(self, pid: int) -> set[int]:
+        now = time.monotonic()
+        hit = self._listen_cache.get(pid)
+        if hit is None or now - hit[0] > 1.0:
+            hit = self._listen_cache[pid] = (now, _listening(pid))
+        return hit[1]
+
+    def socket_io(self) -> list[tuple[int, int, bytes, int, bytes, int, int, int]]:
+        """Per process and connection: (pid, family, local addr, local port, remote addr,
+        remote port, bytes inside SSL calls, bytes outside)."""
+        if self.bpf is None:
+            return []
+        out = []
+        for k, v in self.bpf["sockio"].items():
+            fam = k.t.family
+            n = 4 if fam == socket.AF_INET else 16
+            out.append((k.pid, fam, bytes(k.t.laddr[:n]), k.t.lport, bytes(k.t.raddr[:n]),
+                        k.t.rport, v.ssl_bytes, v.plain_bytes))  # fmt: skip
+        return out
+
+
+def exe_path(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:  # gone, or a kernel thread
+        return ""
