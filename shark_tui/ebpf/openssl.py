@@ -166,6 +166,7 @@ class OpenSSLTracer:
         if self.targets is not None:
             self.set_targets(self.targets)
         self.bpf["events"].open_ring_buffer(self._on_event)
+        self.probe_system()
         self.scan()
 
     def close(self) -> None:
@@ -221,7 +222,15 @@ class OpenSSLTracer:
                 del self.procs[pid]
 
     def _probe(self, pid: int, path: str) -> tuple[int, int] | None:
-        host_path = f"/proc/{pid}/root{path}"
+        return self._probe_file(f"/proc/{pid}/root{path}", path)
+
+    def probe_system(self) -> None:
+        """Probe the host's own libssl files now, so a process started later (a ``curl``
+        that lives 50 ms) is traced from its first call, before any scan could see it."""
+        for path in system_libssl():
+            self._probe_file(path, path)
+
+    def _probe_file(self, host_path: str, path: str) -> tuple[int, int] | None:
         try:
             st = os.stat(host_path)
         except OSError:
@@ -324,6 +333,24 @@ class OpenSSLTracer:
             out.append((k.pid, fam, bytes(k.t.laddr[:n]), k.t.lport, bytes(k.t.raddr[:n]),
                         k.t.rport, v.ssl_bytes, v.plain_bytes))  # fmt: skip
         return out
+
+
+def system_libssl() -> list[str]:
+    """The libssl files ``ldconfig`` knows (resolved, once each)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    paths = []
+    for line in out.splitlines():
+        path = line.rpartition(" => ")[2].strip()
+        if _LIBSSL.search(path):
+            real = os.path.realpath(path)
+            if real not in paths and os.path.exists(real):
+                paths.append(real)
+    return paths
 
 
 def exe_path(pid: int) -> str:
