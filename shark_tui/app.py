@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from math import ceil
 from typing import Any, ClassVar
 
 from textual.app import App, ComposeResult
@@ -15,6 +16,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from shark_tui.engine.client import ClientError
 from shark_tui.engine.filter import validate
 from shark_tui.widgets.command_bar import CommandBar, CommandError, filter_term, parse
 from shark_tui.widgets.commands import ActionCommands
@@ -35,12 +37,14 @@ from shark_tui.widgets.messages import (
     LinkChanged,
     MarksChanged,
     SaveRequested,
+    SortChanged,
     StatsArrived,
 )
 from shark_tui.widgets.pod_picker import PodPicker
 from shark_tui.widgets.rows import Row, RowStore
 from shark_tui.widgets.save_dialog import SaveScreen
 from shark_tui.widgets.saver import Selection, default_name, path_problem, save
+from shark_tui.widgets.sort_menu import SortMenu, arrow
 from shark_tui.widgets.status_header import StatusHeader
 
 #: Protocols toggled by keys 1–8 (DESIGN.md's order) and the filter macro of each.
@@ -62,7 +66,13 @@ class SharkApp(App[None]):
         Binding("escape", "escape", "close / clear filter", show=False,
                 tooltip="Close the filter or command line; on the bare list clear the filter",
                 id="app.escape"),
-        Binding("C", "clear", "clear", tooltip="Clear the list and the marks", id="app.clear"),
+        Binding("C", "clear", "clear",
+                tooltip="Clear the list and the marks (the daemons keep their store; what was "
+                        "cleared does not come back, not with another filter either)",
+                id="app.clear"),
+        Binding("P", "pause", "pause",
+                tooltip="Pause capture on every daemon (packets are counted, not stored), or "
+                        "resume it", id="app.pause"),
         Binding("w", "save", "save", tooltip="Save the marked entries (or all shown) as pcapng",
                 id="app.save"),
         Binding("x", "copy_entry", "copy", tooltip="Copy the entry as curl, HAR or JSON",
@@ -92,6 +102,7 @@ class SharkApp(App[None]):
             self.keymap_file, {b.id for _, bs in self.binding_groups() for b in bs if b.id}
         )
         self._clash_said: set[str] = set()
+        self._down_said: set[str] = set()  # nodes whose going away was said (once, not per retry)
 
     def compose(self) -> ComposeResult:
         # kept by reference: `query_one` on the app searches the topmost screen, which is a
@@ -108,10 +119,18 @@ class SharkApp(App[None]):
         yield Footer()
 
     def _columns(self) -> str:
-        node = f"{'NODE':<12} " if len(self.links) > 1 else ""
+        """The titles over the list, the sorted column's with its direction."""
+        store = self.store
+
+        def t(column: str, title: str) -> str:
+            return title + arrow(store.descending) if column == store.sort_by else title
+
+        node = f"{t('node', 'NODE'):<12} " if len(self.links) > 1 else ""
         return (
-            f"  {'TIME':<12} {node}{'SOURCE':>24} → {'DESTINATION':<24} {'PROTO':<7} "
-            f"{'METHOD':<8} {'STATUS':>5} {'LATENCY':>9} {'SIZES':<13}   SUMMARY"
+            f"  {t('time', 'TIME'):<12} {node}{t('source', 'SOURCE'):>24} → "
+            f"{t('destination', 'DESTINATION'):<24} {t('proto', 'PROTO'):<7} "
+            f"{t('method', 'METHOD'):<8} {t('status', 'STATUS'):>5} {t('latency', 'LATENCY'):>9} "
+            f"{t('size', 'SIZES'):<13}   {t('summary', 'SUMMARY')}"
         )
 
     def on_mount(self) -> None:
@@ -139,25 +158,40 @@ class SharkApp(App[None]):
             self._settle()  # the first rows after a filter change: on screen now, not at the tick
 
     def on_caught_up(self, msg: CaughtUp) -> None:
+        self.store.resumed(msg.node)
         self._settle()
 
     def _settle(self) -> None:
         if self.store.settle():
             self.entry_list.rows_changed()
             self._header()
+        elif any(link.retry_at is not None for link in self.links):
+            self._header()  # the countdown to the next attempt
 
     def on_link_changed(self, msg: LinkChanged) -> None:
-        if not msg.up:
+        if msg.up:
+            self._down_said.discard(msg.node)
+            if msg.resume:  # its backlog comes again: rows held are not doubled
+                self.store.resume(msg.node)
+        else:
             self.header.forget(msg.node)
+            if msg.node not in self._down_said:  # said once, not at every retry
+                self._down_said.add(msg.node)
+                self.notify(f"{msg.node}: {msg.error or 'disconnected'}", severity="warning",
+                            timeout=4)  # fmt: skip
         self._header()
-        if not msg.up and msg.error:
-            self.notify(f"{msg.node}: {msg.error}", severity="warning", timeout=4)
+
+    def on_sort_changed(self, msg: SortChanged) -> None:
+        self.query_one("#columns", Static).update(self._columns())
+        self._header()
 
     def on_stats_arrived(self, msg: StatsArrived) -> None:
         self.header.feed(msg.node, msg.stats, msg.at)
         self._header()
 
     def _header(self) -> None:
+        now = time.monotonic()
+        waits = [link.retry_at - now for link in self.links if link.retry_at is not None]
         self.header.show(
             up=sum(1 for link in self.links if link.up),
             total=len(self.links),
@@ -166,6 +200,8 @@ class SharkApp(App[None]):
             only_marked=self.store.only_marked,
             follow=self.entry_list.follow,
             filter=self.effective_filter(),
+            sort=f"{self.store.sort_by} {arrow(self.store.descending)}",
+            retry_in=max(0, ceil(min(waits))) if waits else None,
         )
 
     # -- filtering -------------------------------------------------------------------------------
@@ -215,10 +251,36 @@ class SharkApp(App[None]):
         self._header()
 
     def action_clear(self) -> None:
+        """Empty the list, not the daemons' stores: what was shown does not come back (after
+        a reconnect, or with another filter: the links ask for newer entries only)."""
         self.store.clear()
         self.store.clear_marks()
+        for link in self.links:
+            link.clear()
         self.entry_list.rows_changed()
         self._header()
+
+    # -- capture ---------------------------------------------------------------------------------
+
+    def action_pause(self) -> None:
+        """Pause capture on every connected daemon that captures, or resume it when all of
+        them are paused (daemons serving a file are left alone; with nothing but those, they
+        are asked, and say why not)."""
+        links = [link for link in self.links if link.up]
+        if not links:
+            self.notify("not connected: nothing to pause", severity="warning")
+            return
+        stats = self.header.stats
+        capturing = [link for link in links if "capturing" in stats.get(link.node, {})]
+        paused = not capturing or not all(stats[link.node].get("paused") for link in capturing)
+        for link in capturing or links:
+            self.run_worker(self._pause(link, paused), group="pause", exit_on_error=False)
+
+    async def _pause(self, link: DaemonLink, paused: bool) -> None:
+        try:
+            await link.pause(paused)
+        except ClientError as exc:
+            self.notify(f"{link.node}: {exc}", severity="warning")
 
     # -- detail ----------------------------------------------------------------------------------
 
@@ -317,7 +379,7 @@ class SharkApp(App[None]):
             ("main", SharkApp), ("entry list", EntryList), ("filter bar (/)", FilterBar),
             ("command line (:)", CommandBar), ("detail (enter)", DetailScreen),
             ("save dialog (w)", SaveScreen), ("copy menu (x)", CopyMenu),
-            ("pod picker (p)", PodPicker), ("help (?)", HelpScreen),
+            ("pod picker (p)", PodPicker), ("sort menu (o)", SortMenu), ("help (?)", HelpScreen),
         ]  # fmt: skip
         return [(title, bindings_of(cls.BINDINGS)) for title, cls in widgets]
 

@@ -128,3 +128,25 @@ def test_endpoints_view(snap_compare: Any, app: SharkApp) -> None:
         await _screen(pilot, "EndpointsScreen")
 
     assert snap_compare(app, terminal_size=SIZE, run_before=before)
+
+def test_sorted_by_latency(snap_compare: Any, app: SharkApp) -> None:
+    """o l: slowest first; the header and the column title say so; follow is off."""
+
+    async def before(pilot: Any) -> None:
+        await _rows(pilot)
+        await pilot.press("o")
+        await _screen(pilot, "SortMenu")
+        await pilot.press("l")
+        await _screen(pilot, "Screen")
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=before)
+
+
+def test_sort_menu(snap_compare: Any, app: SharkApp) -> None:
+    async def before(pilot: Any) -> None:
+        await _rows(pilot)
+        await pilot.press("o", "l", "o")
+        await _screen(pilot, "SortMenu")
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=before)
+

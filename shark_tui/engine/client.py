@@ -248,6 +248,13 @@ class Client:
         assert isinstance(reply, wire.TlsStatusReport)
         return dict(reply.report, processes=reply.processes)
 
+    async def pause(self, paused: bool = True) -> dict[str, Any]:
+        """Pause capture on the daemon (``paused=False``: resume); its status after the change.
+        `RequestFailed` when the daemon does not capture."""
+        reply = await self._call(wire.Pause(req=next(self._req), paused=paused))
+        assert isinstance(reply, wire.StatsChanged)
+        return reply.stats
+
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()

@@ -6,7 +6,9 @@ Three kinds of threads and who owns what:
   queue;
 - the writer thread: takes batches off the queue and feeds the `Recorder` (segments, index),
   ticks it for flushing, rotation and retention. It is the only thread that touches the
-  recorder except under ``lock``;
+  recorder except under ``lock``. While capture is paused (`Daemon.set_paused`, a client's
+  `wire.Pause`) it stores nothing: the batches every source (TLS plaintext included) hands
+  over are counted per source as ``paused`` packets and let go;
 - the supervisor (the thread calling `Daemon.run`): one rtnetlink watcher per namespace, opens
   a source for every link that is up (or every named one) and for links that appear later,
   stops sources whose link went away, and writes ``status.json`` in the store every second.
@@ -37,6 +39,8 @@ from shark_tui.engine.store import Recorder
 __all__ = ["Daemon", "DaemonConfig", "capture_filter", "default_store_dir"]
 
 STATUS_INTERVAL: Final = 1.0
+PACKET_META: Final = 16
+"""Bytes of `CaptureSource` batch metadata per packet (``next_batch``'s records)."""
 DEFAULT_FILTER: Final = "tcp"
 
 
@@ -116,6 +120,8 @@ class Daemon:
         self._retry_at: dict[str, float] = {}  # source name -> when to try opening it again
         self.reorder_stats: dict[str, int] = {}
         self.tls: Any = None  # shark_tui.ebpf.capture.TlsCapture with --tls
+        self.paused = False
+        self.paused_packets: dict[int, int] = {}  # source id -> packets let go while paused
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -143,6 +149,7 @@ class Daemon:
                 self.status,
                 log=self.say,
                 tls_status=self.tls_status,
+                pause=self.set_paused,
             )
             try:
                 self.server.start()
@@ -217,6 +224,11 @@ class Daemon:
         report: dict[str, Any] = self.tls.status(wire.__contains__)
         report["enabled"] = True
         return report
+
+    def set_paused(self, paused: bool) -> None:
+        """Stop storing what is captured (the sources stay open, their packets are counted as
+        ``paused``), or store it again. Safe from any thread."""
+        self.paused = paused
 
     def stop(self) -> None:
         """Ask `run` to finish (safe from a signal handler or another thread)."""
@@ -358,7 +370,12 @@ class Daemon:
         while True:
             batch = q.get(0.05)
             while batch is not None:  # take everything queued, then store it in time order
-                reorder.push(batch)
+                if self.paused:
+                    sid = batch[0]
+                    n = len(batch[2]) // PACKET_META
+                    self.paused_packets[sid] = self.paused_packets.get(sid, 0) + n
+                else:
+                    reorder.push(batch)
                 batch = q.get(0)
             done = self._stopping.is_set() and q.bytes == 0
             multi = len(self.sources) + (self.tls is not None) > 1
@@ -389,11 +406,15 @@ class Daemon:
         with self.lock:
             for name, src in self.sources.items():
                 sid = src.sid
-                self.recorder.sources[sid].counters = dict(src.counters, capturing=1)
+                self.recorder.sources[sid].counters = dict(
+                    src.counters, capturing=1, paused=self.paused_packets.get(sid, 0)
+                )
                 del name
             if self.tls is not None:
                 self.recorder.sources[self.tls.sid].counters = dict(
-                    self.tls.counters, capturing=int(self.tls.alive)
+                    self.tls.counters,
+                    capturing=int(self.tls.alive),
+                    paused=self.paused_packets.get(self.tls.sid, 0),
                 )
             st = self.recorder.status()
         st["pid"] = os.getpid()
@@ -403,6 +424,7 @@ class Daemon:
         st["writer_errors"] = self.writer_errors
         st["reorder"] = dict(self.reorder_stats)
         st["capturing"] = sorted(self.sources)
+        st["paused"] = self.paused
         st["failed"] = dict(self.failed)
         return st
 

@@ -121,7 +121,9 @@ class _Subscription:
 
 
 class Server:
-    """See the module docstring. ``status`` returns the daemon's status dict (for Stats)."""
+    """See the module docstring. ``status`` returns the daemon's status dict (for Stats);
+    ``pause`` pauses (True) or resumes (False) capture — None for a daemon that does not
+    capture, which answers `wire.Pause` with `wire.Failed`."""
 
     def __init__(
         self,
@@ -133,8 +135,11 @@ class Server:
         node: str = "",
         log: Callable[[str], None] = lambda line: None,
         tls_status: Callable[[], dict[str, Any]] | None = None,
+        pause: Callable[[bool], None] | None = None,
     ) -> None:
         self.recorder = recorder
+        self.pause = pause
+        self.capabilities = CAPABILITIES + (["pause"] if pause is not None else [])
         self.tls_status = tls_status
         self.lock = lock
         self._token = token.encode()
@@ -282,7 +287,7 @@ class Server:
         # Until the Hello is checked, frames are small: a stranger cannot make us buffer 16 MiB.
         decoder = wire.FrameDecoder(max_frame=HELLO_MAX_FRAME)
         try:
-            self._send(c, wire.Hello(capabilities=CAPABILITIES, node=self.node))
+            self._send(c, wire.Hello(capabilities=self.capabilities, node=self.node))
             deadline = time.monotonic() + HELLO_TIMEOUT
             while not c.closed:
                 timeout = None if c.authed else max(0.0, deadline - time.monotonic())
@@ -375,6 +380,18 @@ class Server:
             self._send(c, wire.StatsChanged(req=msg.req, stats=self.full_status()))
         elif isinstance(msg, wire.TlsStatus):
             self._jobs.put(lambda: self._tls_status(c, msg.req))
+        elif isinstance(msg, wire.Pause):
+            if self.pause is None:
+                why = "nothing to pause: this daemon serves a store, it does not capture"
+                self._send(c, wire.Failed(req=msg.req, error=why))
+                return True
+            self.pause(msg.paused)
+            self.log(f"capture {'paused' if msg.paused else 'resumed'} (client {c.peer})")
+            st = self.full_status()
+            self._send(c, wire.StatsChanged(req=msg.req, stats=st))
+            for w in self._clients:  # every watcher sees the change now, not in a second
+                if w.authed and w.stats_req >= 0:
+                    self._send(w, wire.StatsChanged(req=w.stats_req, stats=st))
         # anything else (Unknown, or a push type a client should not send) is ignored
         return True
 

@@ -37,6 +37,7 @@ __all__ = [
     "GetStream",
     "Hello",
     "Message",
+    "Pause",
     "ProtocolError",
     "Stats",
     "StatsChanged",
@@ -136,6 +137,17 @@ class TlsStatus(Message):
     req: int = 0
 
 
+class Pause(Message):
+    """Pause capture (``paused``: the sources stay open and count what they see, nothing is
+    stored), or resume it. Answered with `StatsChanged` (the status after the change, which
+    says ``paused``; every client watching stats gets it too), or `Failed` from a daemon that
+    does not capture (one serving a file)."""
+
+    TYPE: ClassVar[int] = 23
+    req: int = 0
+    paused: bool = True
+
+
 # -- daemon → client (past tense) ---------------------------------------------------------------
 
 
@@ -219,7 +231,7 @@ class Unknown(Message):
 _TYPES: Final[dict[int, type[Message]]] = {
     cls.TYPE: cls
     for cls in (
-        Hello, Subscribe, Unsubscribe, GetEntry, GetStream, Export, Stats, TlsStatus,
+        Hello, Subscribe, Unsubscribe, GetEntry, GetStream, Export, Stats, TlsStatus, Pause,
         EntriesAppended, CaughtUp, StatsChanged, EntryDetail, ExportChunk, ExportDone,
         TlsStatusReport, StreamData, Failed,
     )

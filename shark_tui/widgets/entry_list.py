@@ -1,6 +1,10 @@
 """The entry list: a virtual line view over a `RowStore` (a million rows cost what a screenful
 does — never a DataTable holding every row), with a cursor, follow-live and marks (`space`;
-`M` shows only the marked rows, a view over the same store)."""
+`M` shows only the marked rows, a view over the same store), sorted by a column (`o` picks
+it, `v` reverses; follow-live applies in time order only, at the newest end).
+
+The cursor stays on its row when rows come in or the order changes (found again by a binary
+search in the store), unless the list follows live."""
 
 from __future__ import annotations
 
@@ -15,8 +19,9 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from shark_tui.widgets.messages import EntryChosen, MarksChanged
-from shark_tui.widgets.rows import Row, RowStore
+from shark_tui.widgets.messages import EntryChosen, MarksChanged, SortChanged
+from shark_tui.widgets.rows import COLUMNS, Row, RowStore
+from shark_tui.widgets.sort_menu import DESCENDING_FIRST, SortMenu
 
 PROTOS = ("http", "http2", "grpc", "graphql", "websocket", "amqp", "kafka", "redis", "tcp")
 TIME_FORMATS = ("absolute", "relative", "delta")
@@ -48,14 +53,21 @@ class EntryList(ScrollView, can_focus=True):
         Binding("k,up", "move(-1)", "up", show=False, id="entry_list.up"),
         Binding("pagedown", "move(20)", "page down", show=False, id="entry_list.page_down"),
         Binding("pageup", "move(-20)", "page up", show=False, id="entry_list.page_up"),
-        Binding("g,home", "first", "top", show=False, tooltip="The oldest entry",
-                id="entry_list.top"),
-        Binding("G,end", "last", "bottom", show=False, tooltip="The newest entry (follows)",
+        Binding("g,home", "first", "top", show=False,
+                tooltip="The first row (the oldest in time order)", id="entry_list.top"),
+        Binding("G,end", "last", "bottom", show=False,
+                tooltip="The last row (the newest in time order: follows)",
                 id="entry_list.bottom"),
         Binding("enter", "open", "detail", tooltip="Open the entry: request, response, connection",
                 id="entry_list.open"),
-        Binding("F", "toggle_follow", "follow", tooltip="Follow new entries, or stop",
+        Binding("F", "toggle_follow", "follow",
+                tooltip="Follow new entries, or stop (sorted by another column: back to time)",
                 id="entry_list.follow"),
+        Binding("o", "sort", "sort",
+                tooltip="Sort by a column (a key each); the same column again reverses",
+                id="entry_list.sort"),
+        Binding("v", "reverse", "reverse", show=False, tooltip="Reverse the sort order",
+                id="entry_list.reverse"),
         Binding("t", "time_format", "time", show=False,
                 tooltip="Time as absolute, relative to the first, or delta",
                 id="entry_list.time"),
@@ -73,19 +85,64 @@ class EntryList(ScrollView, can_focus=True):
         super().__init__(id=id)
         self.store = store
         self.show_node = show_node
+        self._anchor: Row | None = None  # the row under the cursor, found again after changes
 
     # -- data ------------------------------------------------------------------------------------
+
+    def validate_follow(self, follow: bool) -> bool:
+        return follow and self.store.sort_by == "time"
+
+    def _newest(self, n: int) -> int:
+        """The index of the newest row, where following keeps the cursor (time order)."""
+        return 0 if self.store.descending else n - 1
 
     def rows_changed(self) -> None:
         n = len(self.store.shown)
         self.virtual_size = Size(self.size.width, n)
         if self.follow and n:
-            self.cursor = n - 1
+            self.cursor = self._newest(n)
             # after the new virtual size is laid out, or the scroll is clamped to the old one
-            self.call_after_refresh(self.scroll_end, animate=False, immediate=True)
-        elif self.cursor >= n:
-            self.cursor = n - 1
+            end = self.scroll_home if self.store.descending else self.scroll_end
+            self.call_after_refresh(end, animate=False, immediate=True)
+        else:
+            at = self.store.index_of(self._anchor) if self._anchor is not None else None
+            if at is not None and at != self.cursor:
+                # the row moved (rows came in before it, or the order changed): keep it, at
+                # the same place on screen
+                y = self.scroll_offset.y + at - self.cursor
+                self.cursor = at
+                self.call_after_refresh(self.scroll_to, y=y, animate=False, immediate=True)
+            elif self.cursor >= n:
+                self.cursor = n - 1
+            elif self.cursor < 0 and n:
+                self.cursor = 0  # the first rows of a list not following: the top one
         self.refresh()
+
+    def sort_by(self, column: str, descending: bool | None = None) -> None:
+        """Sort by ``column``; ``descending`` None: the same column reverses, another starts
+        in its natural direction (largest first for latency, size and status)."""
+        store = self.store
+        if column not in COLUMNS:
+            return
+        if descending is None:
+            descending = (
+                not store.descending if column == store.sort_by else column in DESCENDING_FIRST
+            )
+        store.sort(column, descending)
+        self.follow = self.follow  # validated again: only in time order
+        n = len(store.shown)
+        if self.follow and n:
+            self.cursor = self._newest(n)
+        elif self._anchor is not None:
+            at = store.index_of(self._anchor)
+            self.cursor = at if at is not None else min(self.cursor, n - 1)
+        self.virtual_size = Size(self.size.width, n)
+        self.call_after_refresh(self._center)
+        self.refresh()
+        self.post_message(SortChanged(column, descending))
+
+    def _center(self) -> None:
+        self.scroll_to(y=max(0, self.cursor - self.size.height // 2), animate=False)
 
     @property
     def selected(self) -> Row | None:
@@ -99,27 +156,47 @@ class EntryList(ScrollView, can_focus=True):
         if not n:
             return
         self.cursor = min(n - 1, max(0, (self.cursor if self.cursor >= 0 else n - 1) + delta))
-        self.follow = self.cursor == n - 1 and delta > 0 and self.follow
-        if delta < 0:
-            self.follow = False
+        toward_newest = delta < 0 if self.store.descending else delta > 0
+        self.follow = self.follow and toward_newest and self.cursor == self._newest(n)
         self._keep_visible()
 
     def action_first(self) -> None:
-        if self.store.shown:
-            self.follow = False
+        n = len(self.store.shown)
+        if n:
             self.cursor = 0
+            self.follow = self._newest(n) == 0  # the newest, in descending time order
             self._keep_visible()
 
     def action_last(self) -> None:
-        if self.store.shown:
-            self.follow = True
-            self.cursor = len(self.store.shown) - 1
+        n = len(self.store.shown)
+        if n:
+            self.cursor = n - 1
+            self.follow = self._newest(n) == n - 1
             self._keep_visible()
 
     def action_toggle_follow(self) -> None:
-        self.follow = not self.follow
         if self.follow:
-            self.action_last()
+            self.follow = False
+            return
+        if self.store.sort_by != "time":
+            self.sort_by("time", False)
+        self.follow = True
+        n = len(self.store.shown)
+        if n:
+            self.cursor = self._newest(n)
+            self._keep_visible()
+
+    def action_sort(self) -> None:
+        columns = [c for c in COLUMNS if c != "node" or self.show_node]
+
+        def chosen(column: str | None) -> None:
+            if column:
+                self.sort_by(column)
+
+        self.app.push_screen(SortMenu(columns, self.store.sort_by, self.store.descending), chosen)
+
+    def action_reverse(self) -> None:
+        self.sort_by(self.store.sort_by, not self.store.descending)
 
     def action_time_format(self) -> None:
         i = TIME_FORMATS.index(self.time_format)
@@ -138,7 +215,7 @@ class EntryList(ScrollView, can_focus=True):
 
     def action_only_marked(self) -> None:
         self.store.only_marked = not self.store.only_marked
-        self.follow = True
+        self.follow = True  # in time order
         self.rows_changed()
         self.post_message(MarksChanged(len(self.store.marked)))
 
@@ -156,17 +233,20 @@ class EntryList(ScrollView, can_focus=True):
             self.scroll_to(y=self.cursor - h + 1, animate=False)
         self.refresh()
 
-    def watch_cursor(self) -> None:
+    def watch_cursor(self, cursor: int) -> None:
+        rows = self.store.shown
+        self._anchor = rows[cursor] if 0 <= cursor < len(rows) else None
         self.refresh()
 
     # -- drawing ---------------------------------------------------------------------------------
 
     def _when(self, i: int, row: Row) -> str:
         fmt = self.time_format
-        rows = self.store.shown
-        if fmt == "relative" and rows:
-            return f"{row.ts - rows[0].ts:12.6f}"
-        if fmt == "delta":
+        if fmt == "relative":
+            first = self.store.first_ts
+            return f"{row.ts - (row.ts if first is None else first):12.6f}"
+        if fmt == "delta":  # to the row above (in time order, the previous entry)
+            rows = self.store.shown
             prev = rows[i - 1].ts if i > 0 else row.ts
             return f"{row.ts - prev:12.6f}"
         t = time.gmtime(row.ts)

@@ -1,10 +1,13 @@
 """One daemon connection for the app: an async worker that subscribes, turns batches into rows
-and posts them up; reconnects with backoff when the daemon goes away."""
+and posts them up; when the daemon goes away it says so and reconnects with capped exponential
+backoff (`backoff`), and the list resumes where it was: the same subscription is made again,
+and the app drops the rows of its backlog that it already holds (`LinkChanged.resume`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,7 +20,15 @@ from shark_tui.widgets.rows import row_of
 
 #: Entries asked for when (re)subscribing: the newest this many, then live ones.
 BACKLOG = 200_000
-BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)
+#: Seconds before the first attempt to reconnect; each failed attempt doubles it, up to the cap.
+BACKOFF_FIRST = 0.5
+BACKOFF_CAP = 10.0
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before reconnect attempt ``attempt`` (0 = the first after a failure):
+    0.5, 1, 2, 4, 8, then 10 s for every later one."""
+    return min(BACKOFF_CAP, BACKOFF_FIRST * 2.0 ** min(attempt, 32))
 
 
 class DaemonLink:
@@ -29,6 +40,12 @@ class DaemonLink:
         self.filter = ""
         self.client: Client | None = None
         self.up = False
+        #: while down: when the next attempt to connect is made (`time.monotonic` seconds)
+        self.retry_at: float | None = None
+        self.attempts = 0  # failed attempts (and short-lived connections) in a row
+        #: entries older than this are not asked for (the list was cleared: `clear`)
+        self.since = 0.0
+        self.newest: float | None = None  # the newest entry's time received from this daemon
         self._changed = asyncio.Event()
         self.sent: list[wire.Message] = []  # what the UI asked of the daemon (tests read it)
         self.last_export: wire.ExportDone | None = None
@@ -37,31 +54,50 @@ class DaemonLink:
         self.filter = text
         self._changed.set()
 
+    def clear(self) -> None:
+        """The list was cleared: later subscriptions (another filter, a reconnect) ask only for
+        entries newer than every one received so far."""
+        if self.newest is not None:
+            self.since = max(self.since, self.newest + 1e-6)
+
     async def run(self) -> None:
-        attempt = 0
+        connected_before = False
         while True:
             try:
-                self.client = await Client.connect(self.address, self.token)
+                client = await Client.connect(self.address, self.token)
             except ClientError as exc:
-                self.target.post_message(LinkChanged(self.node, False, str(exc)))
-                await asyncio.sleep(BACKOFF[min(attempt, len(BACKOFF) - 1)])
-                attempt += 1
+                await self._wait(str(exc))
                 continue
-            attempt = 0
-            hello = self.client.hello
+            self.client = client
+            self.retry_at = None
+            since = time.monotonic()
+            hello = client.hello
             if hello is not None and hello.node:
                 self.node = hello.node
             self.up = True
-            self.target.post_message(LinkChanged(self.node, True))
+            self.target.post_message(LinkChanged(self.node, True, resume=connected_before))
+            connected_before = True
+            why = "the daemon ended the subscription"
             try:
-                await self._serve(self.client)
+                await self._serve(client)
             except ClientError as exc:
-                self.up = False
-                self.target.post_message(LinkChanged(self.node, False, str(exc)))
+                why = str(exc)
             finally:
+                self.up = False
+                self.client = None
                 with contextlib.suppress(Exception):
-                    await self.client.close()
-            await asyncio.sleep(BACKOFF[0])
+                    await client.close()
+            if time.monotonic() - since >= BACKOFF_CAP:
+                self.attempts = 0  # it was up a while: start again from the shortest wait
+            await self._wait(why)
+
+    async def _wait(self, why: str) -> None:
+        """Say the daemon is away and when it is tried again; wait until then."""
+        delay = backoff(self.attempts)
+        self.attempts += 1
+        self.retry_at = time.monotonic() + delay
+        self.target.post_message(LinkChanged(self.node, False, why, retry_at=self.retry_at))
+        await asyncio.sleep(delay)
 
     async def _serve(self, client: Client) -> None:
         tasks: set[asyncio.Task[Any]] = {asyncio.create_task(self._stats(client))}
@@ -87,11 +123,19 @@ class DaemonLink:
                     await task
 
     async def _subscribe(self, client: Client, text: str) -> None:
-        self.sent.append(wire.Subscribe(filter=text, newest_first=True, limit=BACKLOG))
+        since = self.since
+        self.sent.append(wire.Subscribe(filter=text, since=since, newest_first=True,
+                                        limit=BACKLOG))  # fmt: skip
         node = self.node
-        async for m in client.subscribe(text, newest_first=True, limit=BACKLOG, follow=True):
+        async for m in client.subscribe(
+            text, since=since, newest_first=True, limit=BACKLOG, follow=True
+        ):
             if isinstance(m, wire.EntriesAppended):
                 rows = [row_of(node, e) for e in m.entries]
+                if rows:
+                    top = max(r.ts for r in rows)
+                    if self.newest is None or top > self.newest:
+                        self.newest = top
                 self.target.post_message(EntriesArrived(node, rows, m.backlog))
             elif isinstance(m, wire.CaughtUp):
                 self.target.post_message(CaughtUp(node, m.entries))
@@ -104,6 +148,15 @@ class DaemonLink:
                 await asyncio.sleep(1.0)
                 if client.stats:
                     self.target.post_message(StatsArrived(self.node, client.stats))
+
+    async def pause(self, paused: bool) -> None:
+        """Pause capture on the daemon (or resume it); its status comes up as `StatsArrived`."""
+        client = self.client
+        if client is None or not self.up:
+            raise ClientError(f"{self.node}: not connected")
+        self.sent.append(wire.Pause(paused=paused))
+        stats = await client.pause(paused)
+        self.target.post_message(StatsArrived(self.node, stats))
 
     async def get_entry(self, entry_id: str) -> dict[str, Any]:
         if self.client is None:

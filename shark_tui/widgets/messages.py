@@ -29,13 +29,18 @@ class CaughtUp(Message):
 
 
 class LinkChanged(Message):
-    """A daemon connection came up, went away or failed (``error`` says why)."""
+    """A daemon connection came up, went away or failed (``error`` says why). Down, ``retry_at``
+    is when the next attempt is made (`time.monotonic` seconds); up again after having been up
+    before, ``resume`` says its backlog comes again (rows already held are not to be doubled)."""
 
-    def __init__(self, node: str, up: bool, error: str = "") -> None:
+    def __init__(self, node: str, up: bool, error: str = "", *, retry_at: float | None = None,
+                 resume: bool = False) -> None:  # fmt: skip
         super().__init__()
         self.node = node
         self.up = up
         self.error = error
+        self.retry_at = retry_at
+        self.resume = resume
 
 
 class StatsArrived(Message):
@@ -86,3 +91,12 @@ class CommandSubmitted(Message):
     def __init__(self, text: str) -> None:
         super().__init__()
         self.text = text
+
+
+class SortChanged(Message):
+    """The list is now sorted by ``column`` (descending or not)."""
+
+    def __init__(self, column: str, descending: bool) -> None:
+        super().__init__()
+        self.column = column
+        self.descending = descending

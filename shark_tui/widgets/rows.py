@@ -9,10 +9,20 @@ from __future__ import annotations
 
 import sys
 from bisect import bisect_left
+from collections.abc import Callable, Iterator, Sequence
+from itertools import chain
 from operator import attrgetter
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
-__all__ = ["MAX_ROWS", "MAX_SEEN", "Row", "RowStore", "endpoint", "row_of"]
+__all__ = [
+    "COLUMNS",
+    "MAX_ROWS",
+    "MAX_SEEN",
+    "Row",
+    "RowStore",
+    "endpoint",
+    "row_of",
+]
 
 MAX_ROWS = 1_000_000
 #: Distinct endpoints remembered for the pod picker (client ports make most of them unique).
@@ -75,15 +85,84 @@ _src = attrgetter("src")
 _dst = attrgetter("dst")
 
 
+def _status(r: Row) -> tuple[int, int, str]:
+    """Numeric statuses in numeric order, then words (``OK``, a Redis type), then none."""
+    s = r.status
+    if s.isdigit():
+        return (0, int(s), "")
+    return (1, 0, s) if s else (2, 0, "")
+
+
+def _latency(r: Row) -> float:
+    return -1.0 if r.latency_ms is None else r.latency_ms
+
+
+def _size(r: Row) -> int:
+    return (r.request_size or 0) + (r.response_size or 0)
+
+
+#: The columns the list sorts by (`o`): name → the value compared. Rows with the same value stay
+#: in time order (the sorts are stable over rows held in time order).
+COLUMNS: dict[str, Callable[[Row], Any]] = {
+    "time": lambda r: (r.ts, r.node, r.id),
+    "node": attrgetter("node"),
+    "source": _src,
+    "destination": _dst,
+    "proto": attrgetter("proto"),
+    "method": attrgetter("method"),
+    "status": _status,
+    "latency": _latency,
+    "size": _size,
+    "summary": attrgetter("summary"),
+}
+
+
+class Reversed(Sequence[Row]):
+    """A list seen from its end (a descending sort drawn from an ascending list, so rows are
+    inserted and removed in one order only)."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, rows: list[Row]) -> None:
+        self._rows = rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, i: int) -> Row: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Row]: ...
+    def __getitem__(self, i: int | slice) -> Row | list[Row]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self._rows)))]
+        n = len(self._rows)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(i)
+        return self._rows[n - 1 - i]
+
+    def __iter__(self) -> Iterator[Row]:
+        return reversed(self._rows)
+
+
 class RowStore:
     """Rows in (ts, node, id) order. `add` is cheap; `settle` merges what was added (the
     backlog arrives newest first, live rows oldest first) and applies the cap.
 
     Marks are kept by (node, id), so a row marked before a filter change is marked again when
     it comes back. `shown` is what the list draws: every row, or with `only_marked` the marked
-    ones among them (a view kept up to date, never a second subscription). `seen` holds the
-    endpoints (``ns/pod`` or ``ip:port``) of every row that came in, across filter changes, for
-    the pod picker."""
+    ones among them (a view kept up to date, never a second subscription), in the order of
+    `sort` — time by default; by another column a sorted copy is made once (a stable sort of
+    rows held in time order) and then kept up to date: new rows are inserted where they belong
+    and rows dropped by the cap removed, each by a binary search, so a live list stays sorted
+    without sorting it again. A descending order is the ascending list read from its end.
+    `seen` holds the endpoints (``ns/pod`` or ``ip:port``) of every row that came in, across
+    filter changes, for the pod picker.
+
+    `resume(node)` … `resumed(node)` bracket the backlog a daemon sends again after a
+    reconnect: rows of that node already held are not added a second time."""
 
     def __init__(self, cap: int = MAX_ROWS) -> None:
         self.cap = cap
@@ -94,6 +173,11 @@ class RowStore:
         self._only_marked = False
         self._view: list[Row] | None = None  # the marked rows among `rows`, when asked for
         self.seen: set[str] = set()
+        self.sort_by = "time"
+        self.descending = False
+        # the rows of `_base()` ascending by (sort column, ts, node, id), when not by time
+        self._sorted: list[Row] | None = None
+        self._known: dict[str, dict[str, float]] = {}  # node -> {id: ts} while it resumes
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -108,15 +192,31 @@ class RowStore:
     def only_marked(self, value: bool) -> None:
         self._only_marked = value
         self._view = None
+        self._sorted = None
 
-    @property
-    def shown(self) -> list[Row]:
+    def _base(self) -> list[Row]:
+        """The rows shown, in time order."""
         if not self._only_marked:
             return self.rows
         if self._view is None:
             m = self.marked
             self._view = [r for r in self.rows if (r.node, r.id) in m] if m else []
         return self._view
+
+    @property
+    def shown(self) -> Sequence[Row]:
+        base = self._base()
+        if self.sort_by != "time":
+            if self._sorted is None:
+                self._sorted = sorted(base, key=COLUMNS[self.sort_by])
+            base = self._sorted
+        return Reversed(base) if self.descending else base
+
+    @property
+    def first_ts(self) -> float | None:
+        """The time of the oldest row shown (relative times count from it)."""
+        base = self._base()
+        return base[0].ts if base else None
 
     def is_marked(self, row: Row) -> bool:
         return (row.node, row.id) in self.marked
@@ -136,11 +236,15 @@ class RowStore:
                 view.insert(i, row)
             elif not now and i < len(view) and view[i] == row:
                 del view[i]
+            if self._only_marked:
+                self._sorted = None  # a few marked rows: sorted again when next drawn
         return now
 
     def clear_marks(self) -> None:
         self.marked.clear()
         self._view = None
+        if self._only_marked:
+            self._sorted = None
 
     def marked_ids(self) -> dict[str, list[str]]:
         """The marked entries' ids per node, in time order."""
@@ -149,12 +253,79 @@ class RowStore:
             out.setdefault(r.node, []).append(r.id)
         return out
 
+    # -- sorting ---------------------------------------------------------------------------------
+
+    def sort(self, column: str, descending: bool = False) -> None:
+        """Show the rows ordered by ``column`` (one of `COLUMNS`), rows of equal value in time
+        order (reversed too when ``descending``)."""
+        if column not in COLUMNS:
+            raise ValueError(f"no column {column!r} to sort by")
+        if column != self.sort_by:
+            self._sorted = None
+        self.sort_by = column
+        self.descending = descending
+
+    def _order(self) -> Callable[[Row], Any]:
+        """The total order of `_sorted`: the column, then time (ids are unique per node)."""
+        col = COLUMNS[self.sort_by]
+        return lambda r: (col(r), r.ts, r.node, r.id)
+
+    def index_of(self, row: Row) -> int | None:
+        """Where ``row`` is in `shown` (a binary search), or None when it is not there."""
+        seq = self._base()
+        key: Callable[[Row], Any] = _key
+        if self.sort_by != "time":
+            self.shown  # noqa: B018 - builds the sorted copy
+            assert self._sorted is not None
+            seq, key = self._sorted, self._order()
+        i = bisect_left(seq, key(row), key=key)
+        if i == len(seq) or (seq[i].node, seq[i].id) != (row.node, row.id):
+            return None
+        return len(seq) - 1 - i if self.descending else i
+
+    def _sorted_insert(self, new: list[Row]) -> None:
+        s = self._sorted
+        if s is None:
+            return
+        if len(new) > max(1000, len(s) // 100):
+            self._sorted = None  # cheaper to sort again (when next drawn) than to insert each
+            return
+        order = self._order()
+        for r in new:
+            s.insert(bisect_left(s, order(r), key=order), r)
+
+    def _sorted_remove(self, gone: list[Row]) -> None:
+        s = self._sorted
+        if s is None:
+            return
+        if len(gone) > max(1000, len(s) // 100):
+            self._sorted = None
+            return
+        order = self._order()
+        for r in gone:
+            i = bisect_left(s, order(r), key=order)
+            if i < len(s) and s[i] is r:
+                del s[i]
+
+    # -- rows ------------------------------------------------------------------------------------
+
     def add(self, rows: list[Row]) -> None:
+        known = self._known
+        if known:
+            rows = [r for r in rows if (k := known.get(r.node)) is None or k.get(r.id) != r.ts]
         self._pending.extend(rows)
 
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+    def resume(self, node: str) -> None:
+        """``node``'s daemon is back and sends its backlog again: until `resumed`, a row of
+        ``node`` already held (same id, same time) is not added twice."""
+        self._known[node] = {r.id: r.ts for r in chain(self.rows, self._pending) if r.node == node}
+
+    def resumed(self, node: str) -> None:
+        self._known.pop(node, None)
 
     def settle(self) -> bool:
         """Merge pending rows in; True when anything changed."""
@@ -170,6 +341,10 @@ class RowStore:
             m = self.marked
             if any((r.node, r.id) in m for r in new):
                 self._view = None  # recomputed when next drawn
+                if self._only_marked:
+                    self._sorted = None
+        if not self._only_marked:
+            self._sorted_insert(new)
         if not self.rows or _key(new[0]) >= _key(self.rows[-1]):
             self.rows.extend(new)  # live rows: newer than everything held
         elif _key(new[-1]) <= _key(self.rows[0]):
@@ -179,18 +354,27 @@ class RowStore:
             self.rows.sort(key=_key)  # interleaved: two runs, which timsort merges
         over = len(self.rows) - self.cap
         if over > 0:
+            gone = self.rows[:over]
             del self.rows[:over]
             self.dropped += over
             view = self._view
             if view:
-                del view[: bisect_left(view, _key(self.rows[0]), key=_key)]
+                cut = bisect_left(view, _key(self.rows[0]), key=_key)
+                if cut:
+                    del view[:cut]
+                    if self._only_marked:
+                        self._sorted = None
+            if not self._only_marked:
+                self._sorted_remove(gone)
         return True
 
     def clear(self) -> None:
-        """Empty the list (a new filter, or `C`); marks and seen endpoints stay."""
+        """Empty the list (a new filter, or `C`); marks, seen endpoints and the sort stay."""
         self.rows = []
         self._pending = []
         self._view = None
+        self._sorted = None
+        self._known.clear()
 
 
 def _key(r: Row) -> tuple[float, str, str]:

@@ -1,5 +1,6 @@
-"""The header line: capture state, daemons connected, packets/s with a sparkline of the recent
-rate, drops, entries, marks, follow and the filter in force.
+"""The header line: capture state (capturing, paused, disconnected and when the next attempt
+to reconnect is made), daemons connected, packets/s with a sparkline of the recent rate, drops,
+entries, marks, follow, the sort order and the filter in force.
 
 The rate comes from the daemons' stats pushes: per node, the growth of the capture sources'
 ``received`` counters over the time between two pushes; the sparkline holds the sum over nodes,
@@ -66,14 +67,23 @@ class RateMeter:
         return sum(self.rates.values())
 
 
-def capture_state(stats: Mapping[str, Mapping[str, Any]], up: int) -> tuple[str, str]:
-    """(text, class) of what the daemons are doing: capturing (and on what), serving a file,
-    failed, or not connected."""
+def capture_state(
+    stats: Mapping[str, Mapping[str, Any]], up: int, retry_in: int | None = None
+) -> tuple[str, str]:
+    """(text, class) of what the daemons are doing: capturing (and on what), paused, serving a
+    file, failed, or not connected (and in how many seconds it is tried again)."""
     if not up:
-        return "disconnected", "-down"
+        if retry_in is None:
+            return "disconnected", "-down"
+        when = f"retrying in {retry_in}s" if retry_in > 0 else "reconnecting…"
+        return f"disconnected, {when}", "-down"
     live = {n: st for n, st in stats.items() if "capturing" in st}
     failed = {n: st.get("failed") for n, st in live.items() if st.get("failed")}
     capturing = {n: st["capturing"] for n, st in live.items() if st.get("capturing")}
+    paused = [n for n in capturing if live[n].get("paused")]
+    if paused and len(paused) == len(capturing):
+        text = "paused" if len(stats) == 1 else f"paused on {len(paused)}/{len(stats)} nodes"
+        return text, "-warn"
     if capturing:
         if len(stats) == 1:
             (ifaces,) = capturing.values()
@@ -81,6 +91,8 @@ def capture_state(stats: Mapping[str, Mapping[str, Any]], up: int) -> tuple[str,
             text = f"capturing {names[:28] + '…' if len(names) > 29 else names}"
         else:
             text = f"capturing on {len(capturing)}/{len(stats)} nodes"
+            if paused:
+                text += f", {len(paused)} paused"
         return (text + " (some failed)", "-warn") if failed else (text, "-live")
     if failed:
         return "capture failed", "-down"
@@ -120,25 +132,36 @@ class StatusHeader(Horizontal):
         self.meter.forget(node)
 
     def show(self, *, up: int, total: int, entries: int, marked: int, only_marked: bool,
-             follow: bool, filter: str) -> None:  # fmt: skip
-        text, cls = capture_state(self.stats, up)
+             follow: bool, filter: str, sort: str = "time ▲",
+             retry_in: int | None = None) -> None:  # fmt: skip
+        """``retry_in``: seconds to the next attempt to reach a daemon that went away."""
+        text, cls = capture_state(self.stats, up, retry_in)
         state = self._state
         for c in ("-live", "-stored", "-warn", "-down"):
             state.set_class(c == cls, c)
-        state.update(f"● {text}")
-        self._daemons.update(f"daemons {up}/{total}")
-        self._rate.update(f"{self.meter.rate:,.0f} pkt/s")
+        _update(state, f"● {text}")
+        again = f", retrying in {retry_in}s" if up and up < total and retry_in else ""
+        _update(self._daemons, f"daemons {up}/{total}{again}")
+        _update(self._rate, f"{self.meter.rate:,.0f} pkt/s")
         lost = sum(drops(st) for st in self.stats.values())
         drop = self._drops
         drop.set_class(lost > 0, "-bad")
-        drop.update(f"drops {lost:,}")
+        _update(drop, f"drops {lost:,}")
         only = " (only marked shown)" if only_marked else ""
-        self._rest.update(
-            f"entries {entries:,}  marked {marked:,}{only}  {'FOLLOW' if follow else 'PAUSED'}"
-            f"  filter: {filter or '(none)'}"
+        _update(
+            self._rest,
+            f"entries {entries:,}  marked {marked:,}{only}  {'FOLLOW' if follow else 'follow off'}"
+            f"  sort {sort}  filter: {filter or '(none)'}",
         )
 
     @property
     def text(self) -> str:
         """The header as one line of text (tests read it)."""
         return "  ".join(str(w.render()) for w in self._parts)
+
+
+def _update(widget: Static, text: str) -> None:
+    """Update ``widget`` when its text changes (the header is shown again ten times a second
+    while a daemon is away)."""
+    if str(widget.render()) != text:
+        widget.update(text)
