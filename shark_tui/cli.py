@@ -161,6 +161,7 @@ def add_daemon_parser(sub: Any) -> None:
                    help="oldest data kept (default 1h)")  # fmt: skip
     d.add_argument("--token-file", default=None, metavar="F", help="the clients' token")
     d.add_argument("--tls", action="store_true", help="capture TLS plaintext with eBPF")
+    d.add_argument("--tls-if-possible", action="store_true", help=argparse.SUPPRESS)
     d.add_argument("--segment-bytes", type=parse_size, default=None, metavar="SIZE",
                    help=argparse.SUPPRESS)  # fmt: skip
     d.add_argument("--segment-age", type=parse_duration, default=None, metavar="DURATION",
@@ -451,7 +452,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
             f.write(secrets.token_urlsafe(32) + "\n")
         argv = [sys.executable, "-m", "shark_tui", "daemon", "--listen", f"unix:{sock}",
                 "--token-file", token_file, "--store", os.path.join(tmp, "store"),
-                "--max-bytes", "1G"]  # fmt: skip
+                "--max-bytes", "1G", "--tls-if-possible"]  # fmt: skip
         for iface in args.iface:
             argv += ["--iface", iface]
         if args.bpf:
@@ -604,7 +605,8 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         segment_ns=args.segment_age,
         listen=listen,
         token=token,
-        tls=args.tls,
+        tls=args.tls or args.tls_if_possible,
+        tls_optional=args.tls_if_possible,
     )
     daemon = Daemon(config)
 

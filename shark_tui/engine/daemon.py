@@ -75,6 +75,7 @@ class DaemonConfig:
     listen: tuple[str, int] | str | None = None  # None: no query socket
     token: str = ""
     tls: bool = False  # eBPF TLS plaintext (shark_tui.ebpf), on the ``tls`` source
+    tls_optional: bool = False  # without eBPF, carry on without TLS (the TUI's own daemon)
 
 
 class _Namespace:
@@ -120,6 +121,7 @@ class Daemon:
         self._retry_at: dict[str, float] = {}  # source name -> when to try opening it again
         self.reorder_stats: dict[str, int] = {}
         self.tls: Any = None  # shark_tui.ebpf.capture.TlsCapture with --tls
+        self.tls_error: str | None = None  # why TLS capture is not running, when asked for
         self.paused = False
         self.paused_packets: dict[int, int] = {}  # source id -> packets let go while paused
 
@@ -157,7 +159,7 @@ class Daemon:
                 self.say(f"error: cannot listen on {self.config.listen}: {exc.strerror or exc}")
                 return 1
             self.say(f"serving queries on {self.server.address}")
-        if self.config.tls and not self._start_tls():
+        if self.config.tls and not self._start_tls() and not self.config.tls_optional:
             if self.server is not None:
                 self.server.stop()
             return 1
@@ -208,7 +210,9 @@ class Daemon:
         try:
             tls.start()
         except EbpfUnavailable as exc:
-            self.say(f"error: --tls: {exc}")
+            self.tls_error = str(exc)
+            level = "warning" if self.config.tls_optional else "error"
+            self.say(f"{level}: --tls: {exc}")
             return False
         self.tls = tls
         self.say(f"TLS plaintext: OpenSSL uprobes, sockets via {tls.tracer.path}")
@@ -218,7 +222,7 @@ class Daemon:
         """What ``tls-status`` shows (an empty report without ``--tls``)."""
         if self.tls is None:
             return {"enabled": False, "processes": [],
-                    "reason": "the daemon runs without --tls"}  # fmt: skip
+                    "reason": self.tls_error or "the daemon runs without --tls"}  # fmt: skip
         with self.lock:
             wire = self.recorder.wire_tls_tuples()
         report: dict[str, Any] = self.tls.status(wire.__contains__)
