@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import socket
 import subprocess
-import tempfile
 
 from shark_tui.engine import pcapng
 from shark_tui.engine.capfile import CaptureFile
@@ -16,7 +15,8 @@ from shark_tui.engine.tlssynth import Chunk, Synthesizer
 A = socket.inet_aton("10.1.0.5")
 B = socket.inet_aton("10.1.0.9")
 REQ = b"GET /orders?id=7 HTTP/1.1\r\nHost: shop\r\nX-Secret: s3cr3t\r\n\r\n"
-RESP = b'HTTP/1.1 200 OK\r\nContent-Length: 11\r\nContent-Type: application/json\r\n\r\n{"ok": true}'[:-1]
+RESP = b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nContent-Type: application/json\r\n\r\n"
+RESP += b'{"ok": true'  # 11 bytes
 
 
 def client_side(ts: int, outgoing: bool, data: bytes, pid: int = 100) -> Chunk:

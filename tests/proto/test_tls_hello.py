@@ -4,6 +4,7 @@ truncated, and keep what came before the damage."""
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 import subprocess
 
@@ -19,10 +20,8 @@ def client_hello(sni: str, alpn: list[str]) -> bytes:
     ctx.set_alpn_protocols(alpn)
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     conn = ctx.wrap_bio(incoming, outgoing, server_hostname=sni)
-    try:
+    with contextlib.suppress(ssl.SSLWantReadError):  # it waits for the server: fine
         conn.do_handshake()
-    except ssl.SSLWantReadError:
-        pass
     return outgoing.read()
 
 
