@@ -150,3 +150,67 @@ def test_sort_menu(snap_compare: Any, app: SharkApp) -> None:
 
     assert snap_compare(app, terminal_size=SIZE, run_before=before)
 
+
+# -- the detail pane's native views: Redis, Kafka, AMQP (real traffic, tests.widgets.protofixture)
+
+PROTO_SIZE = (150, 40)
+
+
+@pytest.fixture
+def proto_app() -> Iterator[SharkApp]:
+    from tests.widgets.protofixture import proto_daemon
+
+    with proto_daemon() as (address, token):
+        yield SharkApp([(address, token)], clock=lambda: NOW)
+
+
+def _open_detail(flt: str, response: bool = False) -> Any:
+    """Filter the list down to one entry, open it, and show its Response tab if asked."""
+    from textual.widgets import Input
+
+    async def before(pilot: Any) -> None:
+        app = pilot.app
+        for _ in range(200):
+            if app.links[0].up and len(app.store):
+                break
+            await asyncio.sleep(0.05)
+        await pilot.press("slash")
+        app.query_one("#filter-input", Input).value = flt
+        await pilot.press("enter")
+        for _ in range(200):
+            if app.links[0].sent[-1].filter == flt and len(app.store) == 1:
+                break
+            await asyncio.sleep(0.05)
+        await pilot.press("enter")
+        await _screen(pilot, "DetailScreen")
+        if response:
+            await pilot.press("right")
+        await pilot.pause()
+        await pilot.pause()
+
+    return before
+
+
+def test_detail_redis_reply(snap_compare: Any, proto_app: SharkApp) -> None:
+    before = _open_detail("method == XRANGE", response=True)
+    assert snap_compare(proto_app, terminal_size=PROTO_SIZE, run_before=before)
+
+
+def test_detail_redis_resp3_map(snap_compare: Any, proto_app: SharkApp) -> None:
+    before = _open_detail("method == HGETALL", response=True)
+    assert snap_compare(proto_app, terminal_size=PROTO_SIZE, run_before=before)
+
+
+def test_detail_kafka_produce_records(snap_compare: Any, proto_app: SharkApp) -> None:
+    before = _open_detail("method == Produce and summary == orders")
+    assert snap_compare(proto_app, terminal_size=PROTO_SIZE, run_before=before)
+
+
+def test_detail_kafka_fetch_response(snap_compare: Any, proto_app: SharkApp) -> None:
+    before = _open_detail("method == Fetch and summary == orders", response=True)
+    assert snap_compare(proto_app, terminal_size=PROTO_SIZE, run_before=before)
+
+
+def test_detail_amqp_publish(snap_compare: Any, proto_app: SharkApp) -> None:
+    before = _open_detail("method == basic.publish and request.properties.priority == 5")
+    assert snap_compare(proto_app, terminal_size=PROTO_SIZE, run_before=before)

@@ -38,6 +38,7 @@ FUNCS: Final = (("SSL_write", "write"), ("SSL_read", "read"),
                 ("SSL_write_ex", "write_ex"), ("SSL_read_ex", "read_ex"))  # fmt: skip
 _HDR: Final = struct.Struct("<QQIIiIIIHHH16s16sBB16s")
 EXITED_KEEP: Final = 600.0
+CALL_LIMIT: Final = 64 * 16384  # MAX_CHUNKS * CHUNK in openssl_bpf.c: bytes copied per call
 _LIBSSL: Final = re.compile(r"/libssl[.-][^/]*\.so[^/]*$|/libssl\.so[^/]*$")
 
 
@@ -268,7 +269,7 @@ class OpenSSLTracer:
 
     def _on_event(self, _ctx: Any, data: Any, size: int) -> None:
         raw = ctypes.string_at(data, size)
-        (ts, _ssl, pid, _tid, fd, length, _offset, _total, family, lport, rport, laddr, raddr,
+        (ts, _ssl, pid, _tid, fd, length, offset, total, family, lport, rport, laddr, raddr,
          direction, kind, comm) = _HDR.unpack_from(raw)  # fmt: skip
         self.stats["events"] += 1
         if family == socket.AF_INET:
@@ -311,6 +312,8 @@ class OpenSSLTracer:
                 direction == 0,
                 payload,
                 listening=lport in self._listen_ports(pid),
+                # the last chunk the kernel copies of a bigger call: the rest becomes a gap
+                gap_after=total - CALL_LIMIT if offset + length == CALL_LIMIT < total else 0,
             )
         )
 

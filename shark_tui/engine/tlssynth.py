@@ -48,6 +48,7 @@ class Chunk:
     data: bytes = b""
     closed: bool = False
     listening: bool | None = None  # the local port is a listening one: this end is the server
+    gap_after: int = 0  # bytes of the same call that were not copied: a hole after ``data``
     library: str = "openssl"
 
 
@@ -69,7 +70,7 @@ class Synthesizer:
     def __init__(self) -> None:
         self._conns: dict[tuple[Endpoint, Endpoint], _Conn] = {}
         self.stats = {"chunks": 0, "bytes": 0, "packets": 0, "connections": 0, "other_end": 0,
-                      "closed": 0, "no_socket": 0}  # fmt: skip
+                      "closed": 0, "no_socket": 0, "gap_bytes": 0}  # fmt: skip
 
     @staticmethod
     def _key(a: Endpoint, b: Endpoint) -> tuple[Endpoint, Endpoint]:
@@ -107,6 +108,9 @@ class Synthesizer:
         data = ch.data
         for i in range(0, len(data), MAX_PAYLOAD):
             out.append((ch.ts_ns, self._packet(conn, side, PSH | ACK, data[i : i + MAX_PAYLOAD])))
+        if ch.gap_after:  # the sequence skips what was lost: the dissector sees a gap, not a splice
+            conn.next_seq[side] = (conn.next_seq[side] + ch.gap_after) & _MASK
+            self.stats["gap_bytes"] += ch.gap_after
         return out
 
     def forget_closed(self) -> None:

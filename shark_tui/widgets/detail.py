@@ -1,13 +1,12 @@
-"""The detail pane (enter): the full entry fetched from its daemon, in tabs — Request, Response
-and Connection. HTTP-like messages read as a start line, headers and a body view chosen by
+"""The detail pane (enter): the full entry fetched from its daemon, in tabs — Request, Response,
+Raw and Connection. HTTP-like messages read as a start line, headers and a body view chosen by
 priority (JSON pretty-printed, else text, else hex) that says when a body failed to parse as
-what it claimed; other protocols show their objects as JSON."""
+what it claimed; Redis, Kafka and AMQP have native views (``protoviews``); anything else shows
+its objects as JSON."""
 
 from __future__ import annotations
 
-import base64
 import io
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
@@ -20,39 +19,16 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static, TabbedContent, TabPane
 
-
-def _json(obj: Any) -> Syntax:
-    return Syntax(json.dumps(obj, indent=2, ensure_ascii=False), "json", word_wrap=True)
-
-
-def body_view(body: Any, encoding: str | None, content_type: str = "") -> RenderableType:
-    """A body by priority: JSON, text, hex; a failed JSON parse is said, not hidden."""
-    if body in (None, ""):
-        return Text("(no body)", style="dim")
-    if not isinstance(body, str):
-        return _json(body)
-    if encoding == "base64":
-        try:
-            raw = base64.b64decode(body)
-        except ValueError:
-            return Text(body)
-        lines = [f"{i:08x}  {raw[i : i + 16].hex(' ')}" for i in range(0, min(len(raw), 4096), 16)]
-        return Text("\n".join(lines), style="cyan")
-    looks_json = "json" in content_type or body.lstrip()[:1] in ("{", "[")
-    if looks_json:
-        try:
-            return _json(json.loads(body))
-        except ValueError as exc:
-            return Group(Text(f"failed to parse as JSON: {exc}", style="yellow"), Text(body))
-    return Text(body)
+from shark_tui.widgets.bodyview import body_view, json_view
+from shark_tui.widgets.protoviews import ROLES, Palette, proto_view
 
 
 def message_view(msg: Any) -> RenderableType:
     if not isinstance(msg, dict):
-        return Text("(not seen)", style="dim") if msg is None else _json(msg)
+        return Text("(not seen)", style="dim") if msg is None else json_view(msg)
     headers = msg.get("headers")
     if not isinstance(headers, list):
-        return _json(msg)
+        return json_view(msg)
     if msg.get("method"):
         start = f"{msg.get('method')} {msg.get('target') or msg.get('path') or ''} " + str(
             msg.get("version") or ""
@@ -84,7 +60,7 @@ def message_view(msg: Any) -> RenderableType:
             if isinstance(op.get("query"), str):
                 parts.append(Syntax(op["query"], "graphql", word_wrap=True))
             if op.get("variables") is not None:
-                parts.append(_json(op["variables"]))
+                parts.append(json_view(op["variables"]))
     messages = msg.get("messages")
     if isinstance(messages, list):
         parts.append(Text(f"gRPC messages: {len(messages)}", style="bold"))
@@ -94,7 +70,7 @@ def message_view(msg: Any) -> RenderableType:
             head = f"#{i} {m.get('size')} bytes{' compressed' if m.get('compressed') else ''}"
             parts.append(Text(head, style="cyan"))
             if m.get("fields") is not None:
-                parts.append(_json(m["fields"]))
+                parts.append(json_view(m["fields"]))
             else:
                 why = m.get("decode_error") or "not a protobuf message"
                 parts.append(Text(f"failed to parse as protobuf: {why}", style="yellow"))
@@ -104,7 +80,7 @@ def message_view(msg: Any) -> RenderableType:
                           "method", "target", "path", "status", "reason", "query", "body_size",
                           "content_encoding", "graphql", "messages")}  # fmt: skip
     if extra:
-        parts.append(_json(extra))
+        parts.append(json_view(extra))
     return Group(*parts)
 
 
@@ -132,8 +108,18 @@ def raw_view(chunks: list[tuple[int, bytes]], left_out: int, hex_mode: bool,
     return out
 
 
+def side_view(entry: dict[str, Any], side: str, palette: Palette | None = None) -> RenderableType:
+    """The Request or Response tab of ``entry``: its protocol's native view, else the HTTP
+    message view."""
+    view = proto_view(entry, side, palette)
+    return view if view is not None else message_view(entry.get(side))
+
+
 class DetailScreen(ModalScreen[None]):
-    COMPONENT_CLASSES: ClassVar[set[str]] = {"detail--client", "detail--server"}
+    CSS_PATH = "detail.tcss"
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "detail--client", "detail--server", *(f"detail--{role}" for role in ROLES)
+    }  # fmt: skip
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q", "dismiss", "close", id="detail.close"),
         Binding("h", "toggle_hex", "hex/text", id="detail.hex"),
@@ -155,24 +141,25 @@ class DetailScreen(ModalScreen[None]):
 
     def compose(self):  # type: ignore[no-untyped-def]
         e = self.entry
-        head = (
-            f"{e.get('id')}  {e.get('proto')}  {e.get('method') or ''} {e.get('summary') or ''}"
-            f"  → {e.get('status')}  {e.get('latency_ms')} ms"
-        )
+        head = f"{e.get('id')}  {e.get('proto')}  {e.get('method') or ''} {e.get('summary') or ''}"
+        if e.get("status") is not None:
+            head += f"  → {e['status']}"
+        if e.get("latency_ms") is not None:
+            head += f"  {e['latency_ms']} ms"
+        if e.get("error"):
+            head += f"  [{e['error']}]"
         yield Static(head, id="detail-title")
         with TabbedContent(id="detail-tabs"):
-            self._bodies["tab-request"] = message_view(e.get("request"))
-            self._bodies["tab-response"] = message_view(e.get("response"))
             with TabPane("Request", id="tab-request"), VerticalScroll():
-                yield Static(self._bodies["tab-request"], classes="detail-body")
+                yield Static("", id="request-body", classes="detail-body")
             with TabPane("Response", id="tab-response"), VerticalScroll():
-                yield Static(self._bodies["tab-response"], classes="detail-body")
+                yield Static("", id="response-body", classes="detail-body")
             with TabPane("Raw", id="tab-raw"), VerticalScroll():
                 yield Static("(loading the stream…)", id="raw-body", classes="detail-body")
             with TabPane("Connection", id="tab-connection"), VerticalScroll():
                 keys = ("id", "src", "dst", "tls", "ts", "latency_ms", "request_size",
                         "response_size", "error")  # fmt: skip
-                self._bodies["tab-connection"] = _json({k: e.get(k) for k in keys})
+                self._bodies["tab-connection"] = json_view({k: e.get(k) for k in keys})
                 yield Static(self._bodies["tab-connection"], classes="detail-body")
         yield Input(placeholder="search this tab (enter; n / N for the next and previous)",
                     id="detail-search")  # fmt: skip
@@ -180,6 +167,17 @@ class DetailScreen(ModalScreen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#detail-search", Input).display = False
+        # the roles' styles come from TCSS (component classes), applied to a new screen after
+        # its first refresh: render then
+        self.call_after_refresh(self._show_sides)
+
+    def _show_sides(self) -> None:
+        palette = {role: self.get_component_rich_style(f"detail--{role}", partial=True)
+                   for role in ROLES}  # fmt: skip
+        for side in ("request", "response"):
+            view = side_view(self.entry, side, palette)
+            self._bodies[f"tab-{side}"] = view
+            self.query_one(f"#{side}-body", Static).update(view)
 
     # -- search (/, n, N) ------------------------------------------------------------------------
 

@@ -206,3 +206,57 @@ def test_tls_status_names_bio_based_s_server(tls_daemon: tuple[Daemon, str, str]
     client = procs[proc.pid]
     assert client["comm"] == "curl" and client["visible"] is True, client
     assert f"{server_pid}  openssl" in text and "BIO-based I/O" in text, text
+
+
+def test_big_writes_are_split_and_what_is_past_the_copy_limit_is_a_gap(
+    tls_daemon: tuple[Daemon, str, str],
+) -> None:
+    """A 1.5 MB upload (curl writes it in pieces) arrives whole; the server's echo goes out in
+    one SSL_write bigger than the probe copies (1 MiB): the rest is a counted gap, the entry
+    keeps its exact size and the connection stays in step."""
+    _d, sock, token = tls_daemon
+    with tempfile.TemporaryDirectory() as tmp:
+        cert, _key = tlspeers.make_cert(Path(tmp))
+        body = Path(tmp) / "body.json"
+        body.write_text(json.dumps({"blob": "x" * 1_500_000}))
+        with tlspeers.python_tls_server(cert) as (port, _pid):
+            out = subprocess.run(
+                ["curl", "-sk", "-o", f"{tmp}/reply", "-w", "%{size_request} %{size_upload} "
+                 "%{local_port}", "-H", "Content-Type: application/json", "--data-binary",
+                 f"@{body}", f"https://127.0.0.1:{port}/big"],
+                capture_output=True, text=True, check=True, timeout=60,
+            ).stdout.split()  # fmt: skip
+            reply_size = os.path.getsize(f"{tmp}/reply")
+            got = wait_entries(sock, token, f"dst.port == {port}", 1)
+        report = json.loads(subprocess.run(
+            [SHARK, "tls-status", "--attach", sock, "--token-file", token, "--json"],
+            capture_output=True, text=True, check=True, timeout=60,
+        ).stdout)  # fmt: skip
+    assert len(got) == 1, got
+    e = got[0]
+    assert e["tls"] and e["status"] == 202 and e["src"]["port"] == int(out[2])
+    assert e["request_size"] == int(out[0]) + int(out[1])  # every byte of the upload
+    assert e["response_size"] > reply_size  # headers + the whole body, the gap included
+    assert report["lost"]["bytes_past_max_call"] > 0
+
+
+def test_probes_are_detached_when_the_daemon_stops() -> None:
+    def ours() -> list[str]:
+        progs = json.loads(
+            subprocess.run(
+                ["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True
+            ).stdout
+        )
+        return [p.get("name", "") for p in progs if p.get("name", "").startswith(
+            ("enter_write", "return_read", "tracepoint__sock"))]  # fmt: skip
+
+    before = len(ours())
+    with tempfile.TemporaryDirectory(prefix="shark-tls-") as tmp:
+        d = Daemon(f"{tmp}/store", "--tls", "--iface", "lo", "--listen", f"unix:{tmp}/s",
+                   "--token-file", f"{tmp}/t")  # fmt: skip
+        try:
+            d.wait_for("capturing on", timeout=60)
+            assert len(ours()) > before
+        finally:
+            assert d.stop() == 0
+    assert len(ours()) == before

@@ -58,7 +58,11 @@ def test_both_ends_traced_give_each_exchange_once_with_the_right_client() -> Non
     e = entries[0]
     assert (e["method"], e["summary"], e["status"], e["tls"]) == ("GET", "/orders?id=7", 200, True)
     assert (e["src"]["ip"], e["src"]["port"], e["dst"]["ip"], e["dst"]["port"]) == (
-        "10.1.0.5", 40000, "10.1.0.9", 8443)
+        "10.1.0.5",
+        40000,
+        "10.1.0.9",
+        8443,
+    )
     assert ["X-Secret", "s3cr3t"] in e["request"]["headers"]
     assert e["latency_ms"] == 2.0
 
@@ -94,3 +98,19 @@ def test_no_socket_and_port_reuse() -> None:
     again = s.feed(client_side(t + 100, True, REQ, pid=300))  # a new process, same 4-tuple
     assert len(first) == len(again) == 4  # handshake (3) + data, each time
     assert s.stats["connections"] == 2
+
+
+def test_bytes_the_probe_did_not_copy_become_a_gap() -> None:
+    s = Synthesizer()
+    t = 10_000_000
+    pkts = s.feed(client_side(t, True, REQ))
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"
+    resp = Chunk(t + 1000, 100, "curl", 5, A, 40000, B, 8443, False, head + b"a" * 40,
+                 listening=False, gap_after=60)  # fmt: skip
+    pkts += s.feed(resp)
+    pkts += s.feed(client_side(t + 2000, True, REQ))
+    pkts += s.feed(client_side(t + 3000, False, head + b"b" * 100))
+    entries = dissect(as_pcapng(pkts))
+    assert [e["status"] for e in entries] == [200, 200]  # still in step after the hole
+    assert entries[0]["response_size"] == len(head) + 100
+    assert s.stats["gap_bytes"] == 60
