@@ -115,6 +115,25 @@ def side_view(entry: dict[str, Any], side: str, palette: Palette | None = None) 
     return view if view is not None else message_view(entry.get(side))
 
 
+def connection_info(e: dict[str, Any]) -> dict[str, Any]:
+    """What the Connection tab shows: the ends, times and sizes; for TLS plaintext the wire
+    connection it came from (``wire``: interface, packets, bytes, SNI/ALPN of its hellos); for
+    a TLS connection seen only as ciphertext, what its hellos say."""
+    keys = ("id", "src", "dst", "tls", "ts", "latency_ms", "request_size", "response_size",
+            "error")  # fmt: skip
+    info = {k: e.get(k) for k in keys}
+    if e.get("wire"):
+        info["wire (ciphertext twin)"] = e["wire"]
+    elif e.get("tls"):
+        info["wire (ciphertext twin)"] = "not captured (no interface carried it)"
+    hellos = {side: (e.get(side) or {}).get("tls") for side in ("request", "response")}
+    if e.get("proto") == "tcp" and any(hellos.values()):
+        info["tls (not decrypted)"] = {
+            "client hello": hellos["request"], "server hello": hellos["response"]
+        }
+    return info
+
+
 class DetailScreen(ModalScreen[None]):
     CSS_PATH = "detail.tcss"
     COMPONENT_CLASSES: ClassVar[set[str]] = {
@@ -157,9 +176,7 @@ class DetailScreen(ModalScreen[None]):
             with TabPane("Raw", id="tab-raw"), VerticalScroll():
                 yield Static("(loading the stream…)", id="raw-body", classes="detail-body")
             with TabPane("Connection", id="tab-connection"), VerticalScroll():
-                keys = ("id", "src", "dst", "tls", "ts", "latency_ms", "request_size",
-                        "response_size", "error")  # fmt: skip
-                self._bodies["tab-connection"] = json_view({k: e.get(k) for k in keys})
+                self._bodies["tab-connection"] = json_view(connection_info(e))
                 yield Static(self._bodies["tab-connection"], classes="detail-body")
         yield Input(placeholder="search this tab (enter; n / N for the next and previous)",
                     id="detail-search")  # fmt: skip
