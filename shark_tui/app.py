@@ -46,6 +46,7 @@ from shark_tui.widgets.save_dialog import SaveScreen
 from shark_tui.widgets.saver import Selection, default_name, path_problem, save
 from shark_tui.widgets.sort_menu import SortMenu, arrow
 from shark_tui.widgets.status_header import StatusHeader
+from shark_tui.widgets.tls_status import TlsStatusScreen
 
 #: Protocols toggled by keys 1–8 (DESIGN.md's order) and the filter macro of each.
 TOGGLES = ("http", "http2", "grpc", "graphql", "amqp", "kafka", "redis", "tcp")
@@ -62,7 +63,8 @@ class SharkApp(App[None]):
         Binding("slash", "filter", "filter", tooltip="Type a filter (the daemon runs it)",
                 id="app.filter"),
         Binding("colon", "command", "command", show=False,
-                tooltip="Command line: :ns NAME, :pod REGEX, :save PATH, :q", id="app.command"),
+                tooltip="Command line: :ns NAME, :pod REGEX, :save PATH, :tls, :q",
+                id="app.command"),
         Binding("escape", "escape", "close / clear filter", show=False,
                 tooltip="Close the filter or command line; on the bare list clear the filter",
                 id="app.escape"),
@@ -82,6 +84,9 @@ class SharkApp(App[None]):
         Binding("e", "endpoints", "endpoints",
                 tooltip="Per destination, method and path: count, rate, errors, latency",
                 id="app.endpoints"),
+        Binding("L", "tls_status", "TLS status", show=False,
+                tooltip="TLS status: per process, plaintext visible or why not",
+                id="app.tls_status"),
         *(
             Binding(str(i + 1), f"toggle_proto('{p}')", f"toggle {p}", show=False,
                     tooltip=f"Show {p} entries (with the other toggled protocols)",
@@ -435,11 +440,16 @@ class SharkApp(App[None]):
             if problem:
                 raise CommandError(problem)
             self.save_to(path, self.selection())
+        elif name == "tls":
+            self.action_tls_status()
         else:
             self.add_filter(filter_term(name, arg), error=CommandError)
 
     def action_endpoints(self) -> None:
         self.push_screen(EndpointsScreen(self.store))
+
+    def action_tls_status(self) -> None:
+        self.push_screen(TlsStatusScreen(self.links))
 
     def action_pods(self) -> None:
         def chosen(term: str | None) -> None:

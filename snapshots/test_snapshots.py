@@ -214,3 +214,61 @@ def test_detail_kafka_fetch_response(snap_compare: Any, proto_app: SharkApp) -> 
 def test_detail_amqp_publish(snap_compare: Any, proto_app: SharkApp) -> None:
     before = _open_detail("method == basic.publish and request.properties.priority == 5")
     assert snap_compare(proto_app, terminal_size=PROTO_SIZE, run_before=before)
+
+
+# -- the TLS status view (L): a fixed report from one daemon, another without TLS capture
+
+TLS_REPORT: dict[str, Any] = {
+    "enabled": True,
+    "kernel_path": "tracepoints",
+    "libraries": [
+        {"path": "/usr/lib/x86_64-linux-gnu/libssl.so.3",
+         "attached": ["SSL_write", "SSL_read", "SSL_write_ex", "SSL_read_ex"], "error": None},
+        {"path": "/opt/legacy/lib/libssl.so.1.0.0", "attached": [],
+         "error": "no SSL_read/SSL_write symbols in /opt/legacy/lib/libssl.so.1.0.0"},
+    ],
+    "processes": [
+        {"pid": 4120, "comm": "nginx", "visible": True, "exited": False,
+         "reason": "visible: SSL_read/SSL_write uprobes",
+         "tls_connections": ["127.0.0.1:8443 ⇄ 127.0.0.1:51200"] * 3},
+        {"pid": 4177, "comm": "openssl", "visible": False, "exited": False,
+         "reason": "BIO-based I/O: its TLS connections never went through SSL_read/SSL_write",
+         "tls_connections": ["127.0.0.1:4433 ⇄ 127.0.0.1:51310"]},
+        {"pid": 4180, "comm": "curl", "visible": True, "exited": True,
+         "reason": "visible: SSL_read/SSL_write uprobes",
+         "tls_connections": ["127.0.0.1:51310 ⇄ 127.0.0.1:4433"]},
+        {"pid": 5012, "comm": "api-gateway", "visible": False, "exited": False,
+         "reason": "Go crypto/tls: not probed by the OpenSSL tracer",
+         "tls_connections": ["10.0.0.5:443 ⇄ 10.0.0.9:40112"] * 2},
+        {"pid": 5230, "comm": "postgres", "visible": None, "exited": False,
+         "reason": "probes attached; no TLS traffic seen yet", "tls_connections": []},
+    ],
+    "lost": {"ring_full_chunks": 2, "bytes_past_max_call": 0, "unreadable_bytes": 0},
+}  # fmt: skip
+
+
+@pytest.fixture
+def tls_app() -> Iterator[SharkApp]:
+    from tests.widgets.appfixture import tls_report_daemon
+
+    with tls_report_daemon(TLS_REPORT, node="node-a") as a, tls_report_daemon(None, "node-b") as b:
+        yield SharkApp([a, b], clock=lambda: NOW)
+
+
+def test_tls_status_view(snap_compare: Any, tls_app: SharkApp) -> None:
+    async def before(pilot: Any) -> None:
+        app = pilot.app
+        for _ in range(200):
+            if all(link.up for link in app.links) and len(app.header.stats) == 2:
+                break
+            await asyncio.sleep(0.05)
+        await pilot.press("L")
+        await _screen(pilot, "TlsStatusScreen")
+        for _ in range(200):
+            if None not in app.screen.reports:
+                break
+            await asyncio.sleep(0.05)
+        await pilot.pause()
+        await pilot.pause()
+
+    assert snap_compare(tls_app, terminal_size=(150, 40), run_before=before)

@@ -1,4 +1,4 @@
-"""The `:` command line (k9s): ``:ns NAME``, ``:pod REGEX``, ``:save PATH``, ``:q``.
+"""The `:` command line (k9s): ``:ns NAME``, ``:pod REGEX``, ``:save PATH``, ``:tls``, ``:q``.
 
 `parse` and `filter_term` are plain functions; the bar only reads a line, completes command
 names and shows what was wrong. ``ns``/``pod`` become filter terms that the app combines with
@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ns": ("NAME", 'only entries with namespace NAME at either end (ns == "NAME")'),
     "pod": ("REGEX", 'only entries with a pod matching REGEX at either end (pod ~ "REGEX")'),
     "save": ("PATH", "save the marked entries, or all shown, to PATH (as w does)"),
+    "tls": ("", "TLS status: per process, whether its plaintext is visible, and why not (L)"),
     "q": ("", "quit"),
 }
 ALIASES = {"namespace": "ns", "po": "pod", "w": "save", "quit": "q", "q!": "q"}

@@ -158,6 +158,15 @@ class DaemonLink:
         stats = await client.pause(paused)
         self.target.post_message(StatsArrived(self.node, stats))
 
+    async def tls_status(self) -> dict[str, Any]:
+        """The daemon's TLS status (`Client.get_tls_status`: ``enabled``, ``kernel_path``,
+        ``libraries``, ``processes``…, or ``enabled: False`` and the ``reason``)."""
+        client = self.client
+        if client is None or not self.up:
+            raise ClientError(f"{self.node}: not connected")
+        self.sent.append(wire.TlsStatus())
+        return await client.get_tls_status()
+
     async def get_entry(self, entry_id: str) -> dict[str, Any]:
         if self.client is None:
             raise ClientError(f"{self.node}: not connected")

@@ -3,6 +3,7 @@ on a Unix socket) for the UI tests: the app talks to it exactly as to a node's d
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import secrets
@@ -10,6 +11,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from shark_tui.engine.offline import _load
 from shark_tui.engine.server import Server
@@ -31,6 +33,26 @@ def fixture_daemon(
         token = secrets.token_urlsafe(8)
         sock = os.path.join(tmp, "sock")
         srv = Server(rec, threading.Lock(), token, sock, rec.status, node=node)
+        srv.start()
+        try:
+            yield f"unix:{sock}", token
+        finally:
+            srv.stop()
+
+
+@contextmanager
+def tls_report_daemon(
+    report: dict[str, Any] | None, node: str = "fixture"
+) -> Iterator[tuple[str, str]]:
+    """(address, token) of a daemon with an empty store whose ``TlsStatus`` answer is
+    ``report`` (a fresh copy each time; None: the daemon runs without TLS capture)."""
+    with tempfile.TemporaryDirectory(prefix="shark-tui-uitest-") as tmp:
+        rec = Recorder(os.path.join(tmp, "store"), 1 << 40, 1 << 62)
+        rec.flush()
+        token = secrets.token_urlsafe(8)
+        sock = os.path.join(tmp, "sock")
+        tls = None if report is None else (lambda: copy.deepcopy(report))
+        srv = Server(rec, threading.Lock(), token, sock, rec.status, node=node, tls_status=tls)
         srv.start()
         try:
             yield f"unix:{sock}", token
