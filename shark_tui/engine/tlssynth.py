@@ -20,6 +20,9 @@ from typing import Final
 __all__ = ["Chunk", "Synthesizer"]
 
 MAX_PAYLOAD: Final = 32768
+#: A closed connection's 4-tuple is a new connection only after this (TIME_WAIT keeps a
+#: client port far longer); chunks before it are the other end's late reads.
+REUSE_AFTER_NS: Final = 2_000_000_000
 _ETH4: Final = b"\x02\x00\x00\x00\x00\x02" + b"\x02\x00\x00\x00\x00\x01" + b"\x08\x00"
 _ETH6: Final = b"\x02\x00\x00\x00\x00\x02" + b"\x02\x00\x00\x00\x00\x01" + b"\x86\xdd"
 _IP4: Final = struct.Struct("!BBHHHBBH4s4s")
@@ -61,6 +64,7 @@ class _Conn:
     next_seq: list[int] = field(default_factory=lambda: [1, 1])  # client->server, server->client
     ip_id: int = 0
     closed: bool = False
+    closed_ns: int = 0
 
 
 class Synthesizer:
@@ -70,7 +74,7 @@ class Synthesizer:
     def __init__(self) -> None:
         self._conns: dict[tuple[Endpoint, Endpoint], _Conn] = {}
         self.stats = {"chunks": 0, "bytes": 0, "packets": 0, "connections": 0, "other_end": 0,
-                      "closed": 0, "no_socket": 0, "gap_bytes": 0}  # fmt: skip
+                      "closed": 0, "no_socket": 0, "gap_bytes": 0, "after_close": 0}  # fmt: skip
 
     @staticmethod
     def _key(a: Endpoint, b: Endpoint) -> tuple[Endpoint, Endpoint]:
@@ -90,6 +94,10 @@ class Synthesizer:
                 out = self._close(conn, ch.ts_ns)
             return out
         if conn is not None and conn.closed:
+            if ch.ts_ns - conn.closed_ns < REUSE_AFTER_NS:
+                # a late read at the end that was not followed (its close came first)
+                self.stats["after_close"] += 1
+                return []
             del self._conns[key]  # the 4-tuple is used again
             conn = None
         if conn is None:
@@ -129,6 +137,7 @@ class Synthesizer:
 
     def _close(self, conn: _Conn, ts: int) -> list[tuple[int, bytes]]:
         conn.closed = True
+        conn.closed_ns = ts
         self.stats["closed"] += 1
         fin1 = self._packet(conn, 0, FIN | ACK, b"", advance=1)
         fin2 = self._packet(conn, 1, FIN | ACK, b"", advance=1)

@@ -107,6 +107,8 @@ _PY_SERVER = r"""
 import http.server, json, ssl, sys
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # no 40 ms delayed-ACK stall between headers and body
+    wbufsize = -1  # headers and body in one write
     def do_POST(self):
         n = int(self.headers.get("Content-Length", 0))
         got = self.rfile.read(n)
@@ -162,7 +164,7 @@ def python_tls_server(cert: Path) -> Iterator[tuple[int, int]]:
 def python_tls_client(port: int, secret: str, requests: int) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-c", _PY_CLIENT, str(port), secret, str(requests)],
-        capture_output=True, text=True, timeout=30, check=True,
+        capture_output=True, text=True, timeout=300, check=True,
     ).stdout  # fmt: skip
     result: dict[str, Any] = json.loads(out)
     return result

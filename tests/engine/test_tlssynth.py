@@ -95,7 +95,9 @@ def test_no_socket_and_port_reuse() -> None:
     t = 10_000_000
     first = s.feed(client_side(t, True, REQ))
     s.feed(Chunk(t + 5, 100, "curl", 5, A, 40000, B, 8443, True, closed=True))
-    again = s.feed(client_side(t + 100, True, REQ, pid=300))  # a new process, same 4-tuple
+    late = s.feed(server_side(t + 50, False, REQ))  # the other end reads after the close
+    assert late == [] and s.stats["after_close"] == 1
+    again = s.feed(client_side(t + 3_000_000_000, True, REQ, pid=300))  # same 4-tuple, later
     assert len(first) == len(again) == 4  # handshake (3) + data, each time
     assert s.stats["connections"] == 2
 
