@@ -41,8 +41,12 @@ def exe_kind(path: str) -> str:
                 return "go"
             for name in (".symtab", ".dynsym"):
                 sec = elf.get_section_by_name(name)
-                if isinstance(sec, SymbolTableSection) and sec.get_symbol_by_name("SSL_write"):
-                    return "static-openssl"
+                if not isinstance(sec, SymbolTableSection):
+                    continue
+                # defined here, not merely imported from libssl (as /usr/bin/openssl does)
+                for sym in sec.get_symbol_by_name("SSL_write") or ():
+                    if sym["st_shndx"] != "SHN_UNDEF":
+                        return "static-openssl"
     except Exception:
         return "unknown"
     return "unknown"
@@ -57,6 +61,7 @@ def _fmt(addr: bytes, port: int) -> str:
 def report(cap: Any, wire_tls: Callable[[Tuple4], bool]) -> dict[str, Any]:
     """The status of a running `TlsCapture` (its lock held by the caller)."""
     tracer = cap.tracer
+    tracer.scan()  # fresh: a process that started since the last scan is judged on its maps
     by_pid: dict[int, dict[str, Any]] = {}
     for pid, info in tracer.procs.items():
         by_pid[pid] = {"pid": pid, "comm": info.comm, "exe": info.exe, "libs": list(info.libs),

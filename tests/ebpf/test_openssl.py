@@ -189,9 +189,8 @@ def test_tls_status_names_bio_based_s_server(tls_daemon: tuple[Daemon, str, str]
                 ).stdout)  # fmt: skip
                 procs = {p["pid"]: p for p in report["processes"]}
                 srv = procs.get(server_pid)
-                if (srv and srv["visible"] is False and proc.pid in procs) or (
-                    time.monotonic() > deadline
-                ):
+                settled = srv and srv["reason"].startswith("BIO") and proc.pid in procs
+                if settled or time.monotonic() > deadline:
                     break
                 time.sleep(0.5)
             text = subprocess.run(
