@@ -452,7 +452,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
             f.write(secrets.token_urlsafe(32) + "\n")
         argv = [sys.executable, "-m", "shark_tui", "daemon", "--listen", f"unix:{sock}",
                 "--token-file", token_file, "--store", os.path.join(tmp, "store"),
-                "--max-bytes", "1G"]  # fmt: skip
+                "--max-bytes", "1G", "--tls-if-possible"]  # fmt: skip
         for iface in args.iface:
             argv += ["--iface", iface]
         if args.bpf:

@@ -107,7 +107,8 @@ def test_tui_in_tmux(node: Node, tmp_path: Path) -> None:
     env = f"env -u COLUMNS -u LINES XDG_CONFIG_HOME={tmp_path}"
     tui = Tmux(f"sktui{os.getpid()}", f"{env} {cmd}", tmp_path)
     try:
-        tui.wait(lambda s: "daemons 1/1" in s and "capturing" in s, "the daemon capturing")
+        # ("not capturing" while the daemon still loads its TLS probes does not count)
+        tui.wait(lambda s: "daemons 1/1" in s and " capturing sk" in s, "the daemon capturing")
         for i in range(3):
             p1.run(["curl", "-s", "-o", "/dev/null", f"http://{p0.ip}:8000/f?n={i}"], check=True)
         p1.run(["redis-cli", "-h", p0.ip, "-p", "6379", "set", "k", "v"], check=True)
