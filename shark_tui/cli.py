@@ -435,6 +435,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
     """The TUI on this host: an embedded daemon (a child process, so capture never competes
     with the UI for the interpreter) on a private socket and store."""
     import secrets
+    import shutil
     import signal
     import subprocess
     import tempfile
@@ -459,6 +460,20 @@ def cmd_tui(args: argparse.Namespace) -> int:
             argv += ["--bpf", args.bpf]
         log = open(os.path.join(tmp, "daemon.log"), "w")  # noqa: SIM115 - closed below
         daemon = subprocess.Popen(argv, stdout=log, stderr=log)
+
+        def on_hangup(signum: int, frame: object) -> None:
+            # the terminal went away (or we were told to stop): no `finally` runs after a
+            # signal's default action, so stop the daemon and remove its store here
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                daemon.wait(10)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+            shutil.rmtree(tmp, ignore_errors=True)
+            os._exit(128 + signum)
+
+        signal.signal(signal.SIGHUP, on_hangup)
+        signal.signal(signal.SIGTERM, on_hangup)
         try:
             deadline = time.monotonic() + 15
             while not os.path.exists(sock):
