@@ -159,6 +159,7 @@ class Dissection:
                 "forced_order",
                 "spilled",
                 "spill_failed",
+                "wire_twins",
             ),
             0,
         )
@@ -183,7 +184,12 @@ class Dissection:
     def _on_events(self, flow: Flow, events: list[Event]) -> None:
         for ev in events:
             if isinstance(ev, ExchangeCompleted):
-                entry = self._builder.build(flow, ev.exchange)
+                ex = ev.exchange
+                if ex.extra.get("guess") == "tls" and self.table.twin(flow, TLS_ZONE):
+                    # its plaintext is in the file too: the connection shows as those entries
+                    self.stats["wire_twins"] += 1
+                    continue
+                entry = self._builder.build(flow, ex)
                 if self._filter is not None and not self._filter(entry):
                     self.stats["entries_filtered_out"] += 1
                     continue

@@ -524,6 +524,13 @@ class FlowTable:
         )
         self._sink(flow, [ExchangeCompleted(exchange=exchange)])
 
+    def twin(self, flow: Flow, zone: int) -> Flow | None:
+        """The connection with ``flow``'s 4-tuple in another ``zone`` (TLS plaintext beside
+        its ciphertext), if one was seen."""
+        a0, p0, a1, p1 = flow.addr
+        found = self._flows.get(_key(a0, p0, a1, p1, zone))
+        return found[0] if found is not None else None
+
     def sweep(self, now: float) -> None:
         """Expire exchanges waiting past their timeout; forget connections closed long ago."""
         for flow in list(self.active.values()):

@@ -10,6 +10,7 @@ These run as root with BCC (CI does): a machine without them fails here, never s
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import secrets
@@ -167,6 +168,18 @@ def test_python_client_to_python_tls_server(tls_daemon: tuple[Daemon, str, str])
                              ["tcp.srcport", "http.request.uri"])  # fmt: skip
         assert sorted(r[1] for r in rows) == [f"/py/orders/{i}" for i in range(4)]
         assert {r[0] for r in rows} == {str(result["local_port"])}
+        # the store's own segments hold the ciphertext and the plaintext: offline, too, the
+        # connection reads as its four calls, not as an extra tcp row
+        offline = []
+        for seg in sorted(glob.glob(f"{_d.store}/seg-*.pcapng")):
+            out = subprocess.run(
+                [SHARK, "dissect", seg, "--json", "--filter", f"dst.port == {port}"],
+                capture_output=True, text=True, timeout=60,
+            ).stdout  # fmt: skip
+            offline += [json.loads(line) for line in out.splitlines()]
+        assert sorted((e["proto"], e["tls"], e["summary"]) for e in offline) == [
+            ("http", True, f"/py/orders/{i}") for i in range(4)
+        ], offline
 
 
 def test_tls_status_names_bio_based_s_server(tls_daemon: tuple[Daemon, str, str]) -> None:
