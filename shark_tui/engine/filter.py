@@ -70,7 +70,7 @@ import functools
 import ipaddress
 import operator
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -964,6 +964,8 @@ class _Parser:
             keys = segs if len(segs) <= 2 and "headers" not in segs else ()
             if segs == ("proto",):
                 return _Field(name, (getter,), False, "proto", keys)
+            if segs in (("method",), ("status",)):  # the query engine keeps these per flow
+                return _Field(name, (getter,), False, "facet", keys)
             return _Field(name, (getter,), segs[-1] == "ip", None, keys)
         raise FilterError(tok.col, f"unknown field '{name}'{_suggest(name)}")
 
@@ -1161,6 +1163,8 @@ def _tri(node: _Node) -> _Tri | None:
             return lambda w, proto_known: pred(w)
         if node.flow == "proto":
             return lambda w, proto_known: pred(w) if proto_known else None
+        if node.flow == "facet":
+            return lambda w, proto_known: pred(w) if "_facet" in w else None
         return None
     if isinstance(node, _Not):
         inner = _tri(node.item)
@@ -1213,13 +1217,15 @@ class Pushdown:
     answers True, so the caller can skip it.
     """
 
-    __slots__ = ("_oriented", "_tri", "_uses_proto", "selective")
+    __slots__ = ("_oriented", "_tri", "_uses_proto", "selective", "uses_facets")
 
     def __init__(self, tri: _Tri | None, kinds: frozenset[str] = frozenset()) -> None:
         self._tri = tri
-        self.selective = tri is not None
         self._uses_proto = "proto" in kinds
         self._oriented = "end" in kinds
+        #: the filter tests ``method`` or ``status``: `facets_may_match` can rule flows out
+        self.uses_facets = tri is not None and "facet" in kinds
+        self.selective = tri is not None and bool(kinds - {"facet"})
 
     def flow_may_match(
         self, proto_guess: str | None, src_ip: str, src_port: int, dst_ip: str, dst_port: int
@@ -1244,6 +1250,33 @@ class Pushdown:
         return False
 
     __call__ = flow_may_match
+
+    def facets_may_match(
+        self,
+        src_ip: str,
+        src_port: int,
+        dst_ip: str,
+        dst_port: int,
+        facets: Iterable[tuple[Any, Any, Any]],
+    ) -> bool:
+        """False only when no entry of a flow whose entries' ``(proto, method, status)``
+        values are all among ``facets`` could match the filter (each entry is one of those
+        worlds, with every other field unknown)."""
+        tri = self._tri
+        if tri is None:
+            return True
+        orientations = [(src_ip, src_port, dst_ip, dst_port)]
+        if self._oriented:
+            orientations.append((dst_ip, dst_port, src_ip, src_port))
+        for a_ip, a_port, b_ip, b_port in orientations:
+            src = {"ip": a_ip, "port": a_port, "pod": None, "ns": None}
+            dst = {"ip": b_ip, "port": b_port, "pod": None, "ns": None}
+            for proto, method, status in facets:
+                world = {"proto": proto, "method": method, "status": status, "src": src,
+                         "dst": dst, "_facet": True}  # fmt: skip
+                if tri(world, True) is not False:
+                    return True
+        return False
 
 
 class Filter:

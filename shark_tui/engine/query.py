@@ -55,6 +55,7 @@ __all__ = [
 
 MAX_CURSORS: Final = 4096
 MAX_CACHED_ENTRIES: Final = 2_000_000
+MAX_FACETS: Final = 64  # distinct (proto, method, status) kept per flow
 DETAIL_KEYS: Final = ("request", "response")
 _FIN_BOTH: Final = 2 | 4
 #: Protocols a dissection cannot start in the middle of (HTTP/2's header tables).
@@ -310,7 +311,7 @@ class _FlowView:
 
 
 class _Cached:
-    __slots__ = ("complete", "emitted", "entries", "last_ns", "ordered")
+    __slots__ = ("complete", "emitted", "entries", "facets", "last_ns", "ordered")
 
     def __init__(self) -> None:
         # summaries, in exchange order; None when the cache bound dropped them
@@ -319,6 +320,9 @@ class _Cached:
         self.last_ns = 0
         self.emitted = 0  # entries handed out as new (N of ``FLOW:N``); outlives `entries`
         self.ordered = True  # `entries` are in ts order (HTTP/2 streams may end out of order)
+        #: every (proto, method, status) its entries have had (None: too many to keep), so a
+        #: filter on those can rule the flow out without looking at its entries
+        self.facets: set[tuple[Any, Any, Any]] | None = set()
 
 
 class QueryEngine:
@@ -346,7 +350,8 @@ class QueryEngine:
         self._unflushed: set[int] = set()
         self.stats = {"dissected_packets": 0, "cursor_evictions": 0, "cache_evictions": 0,
                       "entries": 0, "full_redissections": 0, "exported_packets": 0,
-                      "checkpoint_reads": 0, "full_reads": 0, "wire_twins": 0}  # fmt: skip
+                      "checkpoint_reads": 0, "full_reads": 0, "wire_twins": 0,
+                      "facet_skips": 0}  # fmt: skip
         self.last_export_packets = 0
 
     # -- keeping flows up to date ---------------------------------------------------------------
@@ -435,6 +440,11 @@ class QueryEngine:
                     if type(text) is str and len(text) < 64:
                         sm[key] = strings.setdefault(text, text)
                 summaries.append(sm)
+                facets = cached.facets
+                if facets is not None:
+                    facets.add((sm["proto"], sm["method"], sm["status"]))
+                    if len(facets) > MAX_FACETS:
+                        cached.facets = None
                 self._cached_entries += 1
                 if k > cached.emitted:  # not when dissected again after the cache dropped it
                     cached.emitted = k
@@ -522,12 +532,15 @@ class QueryEngine:
         full = detail or needs_detail(flt.text)
         since = since_ns / 1e9
         pred = flt.predicate
+        ruled_out = self._facet_check(flt, on_new)
         if newest_first:
             views.sort(key=lambda v: v.last_ns, reverse=True)
             best: list[tuple[float, str, Entry]] = []  # min-heap of the newest `limit`
             for v in views:
                 if limit and len(best) >= limit and best[0][0] >= v.last_ns / 1e9:
                     break  # nothing in this flow (or older ones) is newer than what we have
+                if ruled_out is not None and ruled_out(v):
+                    continue
                 entries = self._entries_of(v, full, on_new)
                 cached = self._cache.get(v.num)
                 # a flow whose entries are in ts order is read from its newest back, and only
@@ -552,6 +565,8 @@ class QueryEngine:
         views.sort(key=lambda v: v.first_ns)
         matched: list[tuple[float, int, int, Entry]] = []
         for v in views:
+            if ruled_out is not None and ruled_out(v):
+                continue
             for e in self._entries_of(v, full, on_new):
                 if e["ts"] >= since and pred(e):
                     num, n = parse_id(e["id"]) or (0, 0)
@@ -561,6 +576,30 @@ class QueryEngine:
             matched = matched[-limit:]
         for i in range(0, len(matched), 500):
             yield [t[3] for t in matched[i : i + 500]]
+
+    def _facet_check(
+        self, flt: Filter, on_new: Callable[[list[Entry]], None] | None
+    ) -> Callable[[_FlowView], bool] | None:
+        """For a filter on ``method``/``status``: a test that brings a flow's summaries up to
+        date and says True when its facets rule every entry out (None: no such filter)."""
+        pushdown = flt.pushdown
+        if not pushdown.uses_facets:
+            return None
+        may_match = pushdown.facets_may_match
+
+        def ruled_out(v: _FlowView) -> bool:
+            new = self.update([v])
+            if new and on_new is not None:
+                on_new(new)
+            cached = self._cache.get(v.num)
+            if cached is None or cached.facets is None:
+                return False
+            if may_match(v.client, v.cport, v.server, v.sport, cached.facets):
+                return False
+            self.stats["facet_skips"] += 1
+            return True
+
+        return ruled_out
 
     def _entries_of(
         self, v: _FlowView, full: bool, on_new: Callable[[list[Entry]], None] | None
