@@ -966,6 +966,8 @@ class _Parser:
                 return _Field(name, (getter,), False, "proto", keys)
             if segs in (("method",), ("status",)):  # the query engine keeps these per flow
                 return _Field(name, (getter,), False, "facet", keys)
+            if segs == ("latency_ms",):  # and its range per flow (see `_leaf`)
+                return _Field(name, (getter,), False, "latency", keys)
             return _Field(name, (getter,), segs[-1] == "ip", None, keys)
         raise FilterError(tok.col, f"unknown field '{name}'{_suggest(name)}")
 
@@ -1026,6 +1028,10 @@ def _truthy_leaf(field: _Field) -> _Leaf:
 
 
 def _leaf(field: _Field, op: str, lits: list[_Lit]) -> _Leaf:
+    flow = field.flow
+    if flow == "latency":  # a flow's largest / smallest latency can rule out > / < tests
+        flow = {">": "latency_max", ">=": "latency_max", "<": "latency_min",
+                "<=": "latency_min"}.get(op)  # fmt: skip
     if op == "!=":
         return _Leaf(_not_equal(field, lits[0].value), field.flow)
     if op == "==":
@@ -1040,7 +1046,7 @@ def _leaf(field: _Field, op: str, lits: list[_Lit]) -> _Leaf:
         test = _contains_test(lits[0].value, lits[0].raw)
     else:
         test = _in_test([lit.value for lit in lits], field.ip)
-    return _Leaf(_apply(field, test), field.flow)
+    return _Leaf(_apply(field, test), flow)
 
 
 def _apply(field: _Field, test: Test) -> Pred:
@@ -1165,6 +1171,17 @@ def _tri(node: _Node) -> _Tri | None:
             return lambda w, proto_known: pred(w) if proto_known else None
         if node.flow == "facet":
             return lambda w, proto_known: pred(w) if "_facet" in w else None
+        if node.flow in ("latency_max", "latency_min"):
+            # the extreme latency of the flow's entries: if even it fails, every entry does;
+            # if it passes, nothing is known of the others (so never True: `not` stays sound)
+            k = 1 if node.flow == "latency_max" else 0
+
+            def extreme(w: Entry, proto_known: bool) -> bool | None:
+                if "_facet" not in w:
+                    return None
+                return None if pred({"latency_ms": w["_latency"][k]}) else False
+
+            return extreme
         return None
     if isinstance(node, _Not):
         inner = _tri(node.item)
@@ -1224,8 +1241,9 @@ class Pushdown:
         self._uses_proto = "proto" in kinds
         self._oriented = "end" in kinds
         #: the filter tests ``method`` or ``status``: `facets_may_match` can rule flows out
-        self.uses_facets = tri is not None and "facet" in kinds
-        self.selective = tri is not None and bool(kinds - {"facet"})
+        facet_kinds = {"facet", "latency_max", "latency_min"}
+        self.uses_facets = tri is not None and bool(kinds & facet_kinds)
+        self.selective = tri is not None and bool(kinds - facet_kinds)
 
     def flow_may_match(
         self, proto_guess: str | None, src_ip: str, src_port: int, dst_ip: str, dst_port: int
@@ -1258,10 +1276,12 @@ class Pushdown:
         dst_ip: str,
         dst_port: int,
         facets: Iterable[tuple[Any, Any, Any]],
+        latency: tuple[float | None, float | None] = (None, None),
     ) -> bool:
         """False only when no entry of a flow whose entries' ``(proto, method, status)``
         values are all among ``facets`` could match the filter (each entry is one of those
-        worlds, with every other field unknown)."""
+        worlds, with every other field unknown; ``latency``: the smallest and largest
+        latency of its entries)."""
         tri = self._tri
         if tri is None:
             return True
@@ -1273,7 +1293,7 @@ class Pushdown:
             dst = {"ip": b_ip, "port": b_port, "pod": None, "ns": None}
             for proto, method, status in facets:
                 world = {"proto": proto, "method": method, "status": status, "src": src,
-                         "dst": dst, "_facet": True}  # fmt: skip
+                         "dst": dst, "_facet": True, "_latency": latency}  # fmt: skip
                 if tri(world, True) is not False:
                     return True
         return False

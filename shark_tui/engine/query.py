@@ -311,7 +311,7 @@ class _FlowView:
 
 
 class _Cached:
-    __slots__ = ("complete", "emitted", "entries", "facets", "last_ns", "ordered")
+    __slots__ = ("complete", "emitted", "entries", "facets", "last_ns", "latency", "ordered")
 
     def __init__(self) -> None:
         # summaries, in exchange order; None when the cache bound dropped them
@@ -323,6 +323,7 @@ class _Cached:
         #: every (proto, method, status) its entries have had (None: too many to keep), so a
         #: filter on those can rule the flow out without looking at its entries
         self.facets: set[tuple[Any, Any, Any]] | None = set()
+        self.latency: tuple[float | None, float | None] = (None, None)  # smallest, largest
 
 
 class QueryEngine:
@@ -445,6 +446,11 @@ class QueryEngine:
                     facets.add((sm["proto"], sm["method"], sm["status"]))
                     if len(facets) > MAX_FACETS:
                         cached.facets = None
+                lat = sm["latency_ms"]
+                if lat is not None:
+                    lo, hi = cached.latency
+                    cached.latency = (lat if lo is None or lat < lo else lo,
+                                      lat if hi is None or lat > hi else hi)  # fmt: skip
                 self._cached_entries += 1
                 if k > cached.emitted:  # not when dissected again after the cache dropped it
                     cached.emitted = k
@@ -594,7 +600,7 @@ class QueryEngine:
             cached = self._cache.get(v.num)
             if cached is None or cached.facets is None:
                 return False
-            if may_match(v.client, v.cport, v.server, v.sport, cached.facets):
+            if may_match(v.client, v.cport, v.server, v.sport, cached.facets, cached.latency):
                 return False
             self.stats["facet_skips"] += 1
             return True

@@ -778,3 +778,24 @@ _KEYS = st.sampled_from(
 )
 def test_evaluation_never_raises_on_odd_entries(text: str, entry: dict[str, Any]) -> None:
     assert compile_filter(text)(entry) in (True, False)
+
+
+def test_facet_pushdown_is_sound_under_not() -> None:
+    """A flow's (proto, method, status) values and latency range rule it out only when no
+    entry could match — negations included."""
+    facets = [("http", "GET", 200), ("http", "POST", 500)]
+    lat = (1.0, 10.0)
+
+    def may(text: str) -> bool:
+        return compile_filter(text).pushdown.facets_may_match("10.0.0.1", 4000, "10.0.0.2", 80,
+                                                              facets, lat)  # fmt: skip
+
+    assert not may('method == "PUT"')
+    assert may('method == "POST" and status >= 500')
+    assert not may('method == "GET" and status >= 500')  # never together in one entry
+    assert not may("latency_ms > 50") and not may("latency_ms < 0.5")
+    assert may("latency_ms > 5") and may("not (latency_ms > 5)")
+    assert may("not (latency_ms > 50)") and may('not (method == "PUT")')
+    assert not may('redis and method == "GET"')
+    assert compile_filter('method == "GET"').pushdown.uses_facets
+    assert not compile_filter('path ~ "x"').pushdown.uses_facets

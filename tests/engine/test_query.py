@@ -473,6 +473,9 @@ FACET_FILTERS = [
     "status == 599",
     'status >= 500 and method == "POST"',
     'not (method == "GET") and status == 200',
+    "latency_ms > 100000",
+    "latency_ms >= 0 and latency_ms < 0.000001",
+    "not (latency_ms > 100000) and status == 599",
 ]
 
 
