@@ -727,6 +727,8 @@ def _field_getter(segs: tuple[str, ...]) -> Getter:
 _REQ_PATH: Final = _path_getter(("request", "path"))
 _REQ_HEADERS: Final = _path_getter(("request", "headers"))
 _SUMMARY_PATH_PROTOS: Final = frozenset({"http", "http2", "grpc"})
+#: Protocols whose requests hold neither ``path`` nor ``headers`` (so ``path`` is null).
+_NO_PATH_PROTOS: Final = frozenset({"redis", "kafka", "amqp", "tcp"})
 
 
 def _first_str(v: object) -> str | None:
@@ -1015,7 +1017,7 @@ def _describe(tok: _Tok) -> str:
 
 def _shorthand(name: str) -> _Field:
     if name == "path":
-        return _Field(name, (_get_path,), False, None)
+        return _Field(name, (_get_path,), False, "path")
     if name == "host":
         return _Field(name, (_get_host,), False, None)
     getters = (_path_getter(("src", name)), _path_getter(("dst", name)))
@@ -1171,6 +1173,11 @@ def _tri(node: _Node) -> _Tri | None:
             return lambda w, proto_known: pred(w) if proto_known else None
         if node.flow == "facet":
             return lambda w, proto_known: pred(w) if "_facet" in w else None
+        if node.flow == "path":
+            # entries of these protocols never have a path: the test sees what it would see
+            return lambda w, proto_known: (
+                pred(w) if "_facet" in w and w.get("proto") in _NO_PATH_PROTOS else None
+            )
         if node.flow in ("latency_max", "latency_min"):
             # the extreme latency of the flow's entries: if even it fails, every entry does;
             # if it passes, nothing is known of the others (so never True: `not` stays sound)
@@ -1241,7 +1248,7 @@ class Pushdown:
         self._uses_proto = "proto" in kinds
         self._oriented = "end" in kinds
         #: the filter tests ``method`` or ``status``: `facets_may_match` can rule flows out
-        facet_kinds = {"facet", "latency_max", "latency_min"}
+        facet_kinds = {"facet", "latency_max", "latency_min", "path"}
         self.uses_facets = tri is not None and bool(kinds & facet_kinds)
         self.selective = tri is not None and bool(kinds - facet_kinds)
 

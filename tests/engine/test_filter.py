@@ -798,4 +798,10 @@ def test_facet_pushdown_is_sound_under_not() -> None:
     assert may("not (latency_ms > 50)") and may('not (method == "PUT")')
     assert not may('redis and method == "GET"')
     assert compile_filter('method == "GET"').pushdown.uses_facets
-    assert not compile_filter('path ~ "x"').pushdown.uses_facets
+    assert not compile_filter('summary ~ "x"').pushdown.uses_facets
+    # path: null in every redis/kafka/amqp/tcp entry; unknown for http ones
+    redis = compile_filter('path ~ "items"').pushdown
+    assert not redis.facets_may_match("a", 1, "b", 2, [("redis", "GET", "bulk")], lat)
+    assert redis.facets_may_match("a", 1, "b", 2, [("http", "GET", 200)], lat)
+    assert compile_filter('not (path ~ "items")').pushdown.facets_may_match(
+        "a", 1, "b", 2, [("redis", "GET", "bulk")], lat)  # fmt: skip
