@@ -38,6 +38,11 @@ FUNCS: Final = (("SSL_write", "write"), ("SSL_read", "read"),
                 ("SSL_write_ex", "write_ex"), ("SSL_read_ex", "read_ex"))  # fmt: skip
 _HDR: Final = struct.Struct("<QQIIiIIIHHH16s16sBB16s")
 EXITED_KEEP: Final = 600.0
+GO_COMPILED: Final = (1, 19)  # the Go struct offsets compiled in (goelf.OFFSET_TABLE)
+_GO_FIELDS: Final = {"CONN": "crypto/tls.Conn.conn", "CONNFD": "net.conn.fd",
+                     "PFD": "net.netFD.pfd", "SYSFD": "internal/poll.FD.Sysfd",
+                     "LADDR": "net.netFD.laddr", "RADDR": "net.netFD.raddr",
+                     "IP": "net.TCPAddr.IP", "PORT": "net.TCPAddr.Port"}  # fmt: skip
 CALL_LIMIT: Final = 64 * 16384  # MAX_CHUNKS * CHUNK in openssl_bpf.c: bytes copied per call
 _LIBSSL: Final = re.compile(r"/libssl[.-][^/]*\.so[^/]*$|/libssl\.so[^/]*$")
 
@@ -51,6 +56,26 @@ class LibInfo:
     error: str | None = None
 
 
+def _go_offsets(version: tuple[int, int]) -> dict[str, int]:
+    from shark_tui.ebpf.goelf import OFFSET_TABLE
+
+    table = OFFSET_TABLE[version]
+    return {k: table[field] for k, field in _GO_FIELDS.items()}
+
+
+@dataclass
+class GoInfo:
+    """A probed Go executable: its version, where its functions and offsets came from, and
+    ``error`` when its plaintext cannot be seen."""
+
+    path: str
+    version: str | None = None
+    funcs_from: str | None = None
+    offsets_from: str | None = None
+    probes: int = 0
+    error: str | None = None
+
+
 @dataclass
 class ProcInfo:
     """What the tracer knows of one process."""
@@ -59,6 +84,7 @@ class ProcInfo:
     comm: str
     exe: str
     libs: list[str] = field(default_factory=list)  # keys into OpenSSLTracer.libs
+    go: GoInfo | None = None  # a Go program
     chunks: int = 0
     bytes: int = 0
     last_seen: float = 0.0
@@ -128,6 +154,8 @@ class OpenSSLTracer:
         self.bpf: Any = None
         self.path = "none"
         self.libs: dict[tuple[int, int], LibInfo] = {}
+        self.go_bins: dict[tuple[int, int], GoInfo | None] = {}  # None: not a Go program
+        self._fd_tuples: dict[tuple[int, int, int], tuple[int, bytes, int, bytes, int]] = {}
         self.procs: dict[int, ProcInfo] = {}
         self.stats = {"events": 0, "closes": 0, "unresolved": 0, "resolved_from_proc": 0}
         self._clock_offset = time.time_ns() - time.monotonic_ns()
@@ -155,6 +183,7 @@ class OpenSSLTracer:
             "OFF_FAMILY": off["skc_family"],
             "OFF_V6_DADDR": off.get("skc_v6_daddr", 0),
             "OFF_V6_SADDR": off.get("skc_v6_rcv_saddr", 0),
+            **{f"GO_{k}_OFF": v for k, v in _go_offsets(GO_COMPILED).items()},
         }
         text = "".join(f"#define {k} {v}\n" for k, v in defines.items()) + read_text(PROGRAM)
         try:
@@ -195,12 +224,13 @@ class OpenSSLTracer:
             pid = int(name)
             if pid == os.getpid() or (self.targets is not None and pid not in self.targets):
                 continue
+            go = self._probe_go(pid)
             libs = set()
             for line in read_text(f"/proc/{pid}/maps").splitlines():
                 parts = line.split(None, 5)
                 if len(parts) == 6 and _LIBSSL.search(parts[5].strip()):
                     libs.add(parts[5].strip())
-            if not libs:
+            if not libs and go is None:
                 continue
             seen.add(pid)
             info = self.procs.get(pid)
@@ -213,6 +243,7 @@ class OpenSSLTracer:
                 if key is not None:
                     keys.append(path if key not in self.libs else self.libs[key].path)
             info.libs = keys
+            info.go = go
         now = time.time()
         for pid, info in list(self.procs.items()):
             if pid in seen or os.path.exists(f"/proc/{pid}"):
@@ -221,6 +252,47 @@ class OpenSSLTracer:
             # a short-lived client (curl) stays listed a while after it exited
             if not info.chunks or now - info.last_seen > EXITED_KEEP or len(self.procs) > 4096:
                 del self.procs[pid]
+
+    def _probe_go(self, pid: int) -> GoInfo | None:
+        """Probe the executable of ``pid`` if it is a Go program using crypto/tls (once per
+        file): entry uprobes on (*Conn).Write/Read and one on every RET of each."""
+        exe = f"/proc/{pid}/exe"
+        try:
+            st = os.stat(exe)
+        except OSError:
+            return None
+        key = (st.st_dev, st.st_ino)
+        if key in self.go_bins:
+            return self.go_bins[key]
+        from shark_tui.ebpf.goelf import inspect
+
+        b = inspect(exe)
+        if b.version is None and not b.funcs:
+            self.go_bins[key] = None  # not Go
+            return None
+        info = self.go_bins[key] = GoInfo(exe_path(pid), b.version, b.funcs_from,
+                                          b.offsets_from, error=b.error)  # fmt: skip
+        if info.error is not None:
+            return info
+        if not b.register_abi:
+            info.error = f"{b.version}: the stack ABI (Go < 1.17) is not probed"
+            return info
+        want = _go_offsets(GO_COMPILED)
+        have = {k: b.offsets.get(f) for k, f in _GO_FIELDS.items()}
+        if have != want:
+            info.error = f"{b.version}: struct offsets {have} differ from the compiled {want}"
+            return info
+        try:
+            for name, fn in (("crypto/tls.(*Conn).Write", "go_enter_write"),
+                             ("crypto/tls.(*Conn).Read", "go_enter_read")):  # fmt: skip
+                f = b.funcs[name]
+                self.bpf.attach_uprobe(name=exe, addr=f.start, fn_name=fn)
+                for ret in f.rets:
+                    self.bpf.attach_uprobe(name=exe, addr=ret, fn_name="go_return")
+                info.probes += 1 + len(f.rets)
+        except Exception as exc:
+            info.error = f"probe failure: {exc}"
+        return info
 
     def _probe(self, pid: int, path: str) -> tuple[int, int] | None:
         return self._probe_file(f"/proc/{pid}/root{path}", path)
@@ -269,7 +341,7 @@ class OpenSSLTracer:
 
     def _on_event(self, _ctx: Any, data: Any, size: int) -> None:
         raw = ctypes.string_at(data, size)
-        (ts, _ssl, pid, _tid, fd, length, offset, total, family, lport, rport, laddr, raddr,
+        (ts, ssl, pid, _tid, fd, length, offset, total, family, lport, rport, laddr, raddr,
          direction, kind, comm) = _HDR.unpack_from(raw)  # fmt: skip
         self.stats["events"] += 1
         if family == socket.AF_INET:
@@ -279,7 +351,13 @@ class OpenSSLTracer:
             if la[:12] == ra[:12] == b"\0" * 10 + b"\xff\xff":  # v4-mapped
                 la, ra = la[12:], ra[12:]
         else:
-            found = _socket_tuple(pid, fd) if fd >= 0 else None
+            found = self._fd_tuples.get((pid, fd, ssl))
+            if found is None and fd >= 0:
+                found = _socket_tuple(pid, fd)
+                if found is not None:
+                    if len(self._fd_tuples) > 65536:
+                        self._fd_tuples.clear()
+                    self._fd_tuples[(pid, fd, ssl)] = found
             if found is None:
                 self.stats["unresolved"] += 1
                 la, ra, lport, rport = b"", b"", 0, 0
@@ -312,6 +390,7 @@ class OpenSSLTracer:
                 direction == 0,
                 payload,
                 listening=lport in self._listen_ports(pid),
+                library="go" if kind == 2 else "openssl",
                 # the last chunk the kernel copies of a bigger call: the rest becomes a gap
                 gap_after=total - CALL_LIMIT if offset + length == CALL_LIMIT < total else 0,
             )

@@ -41,7 +41,7 @@ struct hdr_t {
     u32 total;    // bytes the call moved
     struct tuple_t t;
     u8 dir;
-    u8 kind;      // 0: data, 1: the socket closed
+    u8 kind;      // 0: data (OpenSSL), 1: the socket closed, 2: data (Go crypto/tls)
     char comm[16];
 } __attribute__((packed));
 
@@ -148,6 +148,40 @@ static __always_inline long emit_chunk(u32 i, struct loop_ctx *lc) {
     return 0;
 }
 
+// One call's plaintext into the ring, in chunks; ``sk`` 0 when the socket is unknown (user space
+// then finds the 5-tuple from the fd); ``lib`` 0 OpenSSL, 1 Go.
+static __always_inline void emit_call(u64 id, u64 ssl, s32 fd, u32 dir, u64 sk, u64 buf,
+                                      u64 total, u8 lib, struct tuple_t *known) {
+    u32 zero = 0;
+    struct event_t *ev = scratch.lookup(&zero);
+    if (!ev)
+        return;
+    __builtin_memset(&ev->h, 0, sizeof(ev->h));
+    ev->h.ts = bpf_ktime_get_ns();
+    ev->h.ssl = ssl;
+    ev->h.pid = id >> 32;
+    ev->h.tid = (u32)id;
+    ev->h.fd = fd;
+    ev->h.total = total;
+    ev->h.dir = dir;
+    ev->h.kind = lib ? 2 : 0;
+    bpf_get_current_comm(&ev->h.comm, sizeof(ev->h.comm));
+    if (sk) {
+        read_tuple(sk, &ev->h.t);
+        u8 one = 1;
+        known_sk.update(&sk, &one);
+    } else if (known) {
+        __builtin_memcpy(&ev->h.t, known, sizeof(ev->h.t));
+    }
+    struct loop_ctx lc = {.buf = buf, .total = total};
+    // (BCC cannot pass emit_chunk to bpf_loop: no callback relocation; a bounded loop it is)
+    for (u32 i = 0; i < MAX_CHUNKS; i++)
+        if (emit_chunk(i, &lc))
+            break;
+    if (total > (u64)MAX_CHUNKS * CHUNK)
+        count(1, total - (u64)MAX_CHUNKS * CHUNK);
+}
+
 static __always_inline void on_return(struct pt_regs *ctx, int ex) {
     u64 id = bpf_get_current_pid_tgid();
     struct call_t *cp = calls.lookup(&id);
@@ -178,31 +212,94 @@ static __always_inline void on_return(struct pt_regs *ctx, int ex) {
         else
             conn.fd = call.fd;
     }
-    u32 zero = 0;
-    struct event_t *ev = scratch.lookup(&zero);
-    if (!ev)
-        return;
-    __builtin_memset(&ev->h, 0, sizeof(ev->h));
-    ev->h.ts = bpf_ktime_get_ns();
-    ev->h.ssl = call.ssl;
-    ev->h.pid = id >> 32;
-    ev->h.tid = (u32)id;
-    ev->h.fd = conn.fd >= 0 ? conn.fd : call.fd;
-    ev->h.total = total;
-    ev->h.dir = call.dir;
-    bpf_get_current_comm(&ev->h.comm, sizeof(ev->h.comm));
-    if (conn.sk) {
-        read_tuple(conn.sk, &ev->h.t);
-        u8 one = 1;
-        known_sk.update(&conn.sk, &one);
+    emit_call(id, call.ssl, conn.fd >= 0 ? conn.fd : call.fd, call.dir, conn.sk, call.buf,
+              total, 0, 0);
+}
+
+// Go crypto/tls: plain uprobes at the entry of (*Conn).Write / (*Conn).Read and at every RET
+// (a uretprobe crashes Go programs). Register ABI (Go >= 1.17): receiver RAX, buffer RBX,
+// length RCX, result RAX; the goroutine (g) in R14 keys the call across thread switches. The
+// fd is read through the struct offsets the binary was checked against (GO_*_OFF).
+struct go_call_t {
+    u64 buf;
+    u64 conn;
+    s32 fd;
+    u32 dir;
+    struct tuple_t t;  // from the netFD's laddr/raddr (*net.TCPAddr), read while it is open
+};
+
+BPF_HASH(go_calls, u64, struct go_call_t, 16384);
+
+// One end of a netFD: the *net.TCPAddr in an interface at ``iface``: IP (a slice of 4 or 16
+// bytes) and Port. Returns the family (0: unknown).
+static __always_inline u16 go_addr(u64 iface, u8 *ip, u16 *port) {
+    u64 addr = 0, ipptr = 0, iplen = 0;
+    s64 p = 0;
+    bpf_probe_read_user(&addr, 8, (void *)(iface + 8));
+    if (!addr)
+        return 0;
+    bpf_probe_read_user(&ipptr, 8, (void *)(addr + GO_IP_OFF));
+    bpf_probe_read_user(&iplen, 8, (void *)(addr + GO_IP_OFF + 8));
+    bpf_probe_read_user(&p, 8, (void *)(addr + GO_PORT_OFF));
+    *port = (u16)p;
+    if (iplen == 16) {
+        bpf_probe_read_user(ip, 16, (void *)ipptr);
+        return AF_INET6;  // v4-mapped addresses are turned back into IPv4 in user space
     }
-    struct loop_ctx lc = {.buf = call.buf, .total = total};
-    // (BCC cannot pass emit_chunk to bpf_loop: no callback relocation; a bounded loop it is)
-    for (u32 i = 0; i < MAX_CHUNKS; i++)
-        if (emit_chunk(i, &lc))
-            break;
-    if (total > (u64)MAX_CHUNKS * CHUNK)
-        count(1, total - (u64)MAX_CHUNKS * CHUNK);
+    if (iplen == 4) {
+        bpf_probe_read_user(ip, 4, (void *)ipptr);
+        return AF_INET;
+    }
+    return 0;
+}
+
+// fd and 5-tuple of a *tls.Conn: conn (a net.Conn interface: itab, data) -> *net.TCPConn ->
+// conn.fd (*netFD) -> pfd.Sysfd, laddr, raddr.
+static __always_inline s32 go_conn(u64 conn, struct tuple_t *t) {
+    u64 data = 0, netfd = 0;
+    s64 fd = -1;
+    bpf_probe_read_user(&data, 8, (void *)(conn + GO_CONN_OFF + 8));
+    if (!data)
+        return -1;
+    bpf_probe_read_user(&netfd, 8, (void *)(data + GO_CONNFD_OFF));
+    if (!netfd)
+        return -1;
+    bpf_probe_read_user(&fd, 8, (void *)(netfd + GO_PFD_OFF + GO_SYSFD_OFF));
+    u16 f1 = go_addr(netfd + GO_LADDR_OFF, t->laddr, &t->lport);
+    u16 f2 = go_addr(netfd + GO_RADDR_OFF, t->raddr, &t->rport);
+    t->family = f1 == f2 ? f1 : 0;
+    return (s32)fd;
+}
+
+static __always_inline void go_entry(struct pt_regs *ctx, u32 dir) {
+    u64 id = bpf_get_current_pid_tgid();
+    if (!wanted(id >> 32))
+        return;
+    struct go_call_t c = {};
+    c.conn = ctx->ax;
+    c.buf = ctx->bx;
+    c.dir = dir;
+    c.fd = go_conn(c.conn, &c.t);
+    u64 g = ctx->r14;
+    go_calls.update(&g, &c);  // a stack-growth restart fires this twice: the same values
+}
+
+int go_enter_write(struct pt_regs *ctx) { go_entry(ctx, 0); return 0; }
+int go_enter_read(struct pt_regs *ctx) { go_entry(ctx, 1); return 0; }
+
+int go_return(struct pt_regs *ctx) {
+    u64 g = ctx->r14;
+    struct go_call_t *cp = go_calls.lookup(&g);
+    if (!cp)
+        return 0;
+    struct go_call_t call = *cp;
+    go_calls.delete(&g);
+    s64 n = (s64)ctx->ax;
+    if (n <= 0)
+        return 0;
+    emit_call(bpf_get_current_pid_tgid(), call.conn, call.fd, call.dir, 0, call.buf, n, 1,
+              call.t.family ? &call.t : 0);
+    return 0;
 }
 
 int return_write(struct pt_regs *ctx) { on_return(ctx, 0); return 0; }

@@ -66,6 +66,10 @@ def report(cap: Any, wire_tls: Callable[[Tuple4], bool]) -> dict[str, Any]:
     for pid, info in tracer.procs.items():
         by_pid[pid] = {"pid": pid, "comm": info.comm, "exe": info.exe, "libs": list(info.libs),
                        "exited": info.exited,
+                       "go": None if info.go is None else {
+                           "version": info.go.version, "functions_from": info.go.funcs_from,
+                           "offsets_from": info.go.offsets_from, "probes": info.go.probes,
+                           "error": info.go.error},
                        "chunks": info.chunks, "bytes": info.bytes, "tls_connections": [],
                        "unseen_connections": []}  # fmt: skip
     for pid, fam, la, lp, ra, rp, ssl_bytes, plain_bytes in tracer.socket_io():
@@ -110,10 +114,21 @@ def report(cap: Any, wire_tls: Callable[[Tuple4], bool]) -> dict[str, Any]:
 
 def _verdict(tracer: Any, row: dict[str, Any]) -> tuple[bool | None, str]:
     failed = [lib.error for lib in tracer.libs.values() if lib.path in row["libs"] and lib.error]
+    go = row.get("go")
     if row["chunks"]:
+        if go is not None:
+            return True, (
+                f"visible: Go {go['version']} crypto/tls uprobes (functions from "
+                f"{go['functions_from']}, offsets from {go['offsets_from']})"
+            )
         if row["unseen_connections"]:
             return True, "visible on some connections; others never passed through SSL_read/write"
         return True, "visible: SSL_read/SSL_write uprobes"
+    if go is not None:
+        if go["error"]:
+            return False, f"Go crypto/tls: {go['error']}"
+        if not row["libs"]:
+            return None, f"Go {go['version']}: {go['probes']} probes attached; no TLS seen yet"
     if row["libs"]:
         if failed:
             return False, f"probe failure: {failed[0]}"
