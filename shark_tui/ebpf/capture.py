@@ -35,6 +35,7 @@ class TlsCapture:
         self.error: str | None = None
         self.lock = threading.Lock()  # guards the tracer's tables against status readers
         self._pending: list[tuple[int, bytes]] = []
+        self._chunks: list[Chunk] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tls capture", daemon=True)
 
@@ -54,7 +55,16 @@ class TlsCapture:
         return self._thread.is_alive()
 
     def _on_chunk(self, ch: Chunk) -> None:
-        self._pending.extend(self.synth.feed(ch))
+        self._chunks.append(ch)
+
+    def _feed(self) -> None:
+        """The chunks of one poll, in time order: the ring holds them in the order the calls
+        returned, and two threads' calls on one connection can return out of order (Go's
+        writes carry the time they took the connection's lock)."""
+        chunks, self._chunks = self._chunks, []
+        chunks.sort(key=lambda c: c.ts_ns)
+        for ch in chunks:
+            self._pending.extend(self.synth.feed(ch))
 
     def _run(self) -> None:
         next_scan = time.monotonic() + SCAN_INTERVAL
@@ -62,6 +72,7 @@ class TlsCapture:
             while not self._stop.is_set():
                 with self.lock:
                     self.tracer.poll(100)
+                    self._feed()
                 self._flush()
                 now = time.monotonic()
                 if now >= next_scan:
@@ -71,6 +82,7 @@ class TlsCapture:
                         self.synth.forget_closed()
             with self.lock:
                 self.tracer.poll(0)
+                self._feed()
             self._flush()
         except Exception as exc:  # the thread says why it stopped; the daemon carries on
             self.error = f"tls: {exc!r}"

@@ -151,13 +151,13 @@ static __always_inline long emit_chunk(u32 i, struct loop_ctx *lc) {
 // One call's plaintext into the ring, in chunks; ``sk`` 0 when the socket is unknown (user space
 // then finds the 5-tuple from the fd); ``lib`` 0 OpenSSL, 1 Go.
 static __always_inline void emit_call(u64 id, u64 ssl, s32 fd, u32 dir, u64 sk, u64 buf,
-                                      u64 total, u8 lib, struct tuple_t *known) {
+                                      u64 total, u8 lib, struct tuple_t *known, u64 ts) {
     u32 zero = 0;
     struct event_t *ev = scratch.lookup(&zero);
     if (!ev)
         return;
     __builtin_memset(&ev->h, 0, sizeof(ev->h));
-    ev->h.ts = bpf_ktime_get_ns();
+    ev->h.ts = ts ? ts : bpf_ktime_get_ns();
     ev->h.ssl = ssl;
     ev->h.pid = id >> 32;
     ev->h.tid = (u32)id;
@@ -213,7 +213,7 @@ static __always_inline void on_return(struct pt_regs *ctx, int ex) {
             conn.fd = call.fd;
     }
     emit_call(id, call.ssl, conn.fd >= 0 ? conn.fd : call.fd, call.dir, conn.sk, call.buf,
-              total, 0, 0);
+              total, 0, 0, 0);
 }
 
 // Go crypto/tls: plain uprobes at the entry of (*Conn).Write / (*Conn).Read and at every RET
@@ -225,6 +225,7 @@ struct go_call_t {
     u64 conn;
     s32 fd;
     u32 dir;
+    u64 ts;  // at entry: writes are ordered by when they took the connection's lock, just after
     struct tuple_t t;  // from the netFD's laddr/raddr (*net.TCPAddr), read while it is open
 };
 
@@ -279,6 +280,7 @@ static __always_inline void go_entry(struct pt_regs *ctx, u32 dir) {
     c.conn = ctx->ax;
     c.buf = ctx->bx;
     c.dir = dir;
+    c.ts = bpf_ktime_get_ns();
     c.fd = go_conn(c.conn, &c.t);
     u64 g = ctx->r14;
     go_calls.update(&g, &c);  // a stack-growth restart fires this twice: the same values
@@ -298,7 +300,7 @@ int go_return(struct pt_regs *ctx) {
     if (n <= 0)
         return 0;
     emit_call(bpf_get_current_pid_tgid(), call.conn, call.fd, call.dir, 0, call.buf, n, 1,
-              call.t.family ? &call.t : 0);
+              call.t.family ? &call.t : 0, call.dir == 0 ? call.ts : 0);
     return 0;
 }
 

@@ -1,0 +1,149 @@
+"""Go crypto/tls plaintext through eBPF, end to end: a Go HTTPS server and a Go HTTPS client
+(standard library only, built here with Debian's golang-go) plain, stripped (-s -w) and PIE;
+HTTP/1.1 and h2 by ALPN; and a Go client against a Python TLS server (plaintext seen at both
+ends: each exchange once). Each call must appear with its method, path, status, the secret
+header, the client's real 5-tuple and ``tls: true``, and an export must show tshark the
+plaintext. Root and BCC needed (CI has them): fails, never skips, without them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.daemonpeers import SHARK, Daemon
+from tests.ebpf import tlspeers
+from tests.ebpf.test_openssl import export, header, tshark_fields, wait_entries
+
+GO_SRC = Path(__file__).parent / "go"
+VARIANTS = {"plain": [], "stripped": ["-ldflags=-s -w"], "pie": ["-buildmode=pie"]}
+# The client waits before its first call: the tracer probes a new program at its next scan
+# (once a second) and reading a binary with DWARF takes ~1 s; calls before that are missed.
+DELAY_MS = "5000"
+
+
+def go_tool() -> str:
+    for candidate in (shutil.which("go"), "/usr/lib/go-1.19/bin/go"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    pytest.fail("go is missing: install golang-go (scripts/setup does)")
+
+
+@pytest.fixture(scope="module")
+def gobins() -> Iterator[dict[str, dict[str, str]]]:
+    go = go_tool()
+    with tempfile.TemporaryDirectory(prefix="shark-go-tls-") as tmp:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": tmp,
+               "GOPATH": f"{tmp}/gopath", "GOCACHE": f"{tmp}/gocache", "GOFLAGS": "",
+               "GOPROXY": "off", "GO111MODULE": "off"}  # fmt: skip
+        bins: dict[str, dict[str, str]] = {}
+        for variant, flags in VARIANTS.items():
+            bins[variant] = {}
+            for prog in ("server", "client"):
+                src = Path(tmp, f"src-{prog}-{variant}")
+                src.mkdir()
+                shutil.copy(GO_SRC / f"{prog}.go", src / "main.go")
+                target = f"{tmp}/{prog}-{variant}"
+                subprocess.run([go, "build", *flags, "-o", target, "main.go"], cwd=src, env=env,
+                               check=True, timeout=600)  # fmt: skip
+                bins[variant][prog] = target
+        yield bins
+
+
+@pytest.fixture(scope="module")
+def tls_daemon() -> Iterator[tuple[Daemon, str, str]]:
+    if os.geteuid() != 0:
+        pytest.fail("eBPF tests need root (CI runs as root)")
+    with tempfile.TemporaryDirectory(prefix="shark-go-tls-d-") as tmp:
+        sock, token = f"unix:{tmp}/sock", f"{tmp}/token"
+        d = Daemon(f"{tmp}/store", "--tls", "--iface", "lo", "--listen", sock,
+                   "--token-file", token)  # fmt: skip
+        try:
+            d.wait_for("capturing on", timeout=60)
+            yield d, sock, token
+        finally:
+            d.stop()
+
+
+def go_server(path: str, cert: Path) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen([path, str(cert), str(cert.with_name("key.pem"))],
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout is not None
+    return proc, int(proc.stdout.readline())
+
+
+def go_client(path: str, url: str, secret: str, n: int, mode: str) -> dict:  # type: ignore[type-arg]
+    out = subprocess.run([path, url, secret, str(n), mode, DELAY_MS], capture_output=True,
+                         text=True, check=True, timeout=120).stdout  # fmt: skip
+    result: dict = json.loads(out)  # type: ignore[type-arg]
+    return result
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_go_client_to_go_server_http1(
+    gobins: dict[str, dict[str, str]], tls_daemon: tuple[Daemon, str, str], variant: str
+) -> None:
+    """(h2 between Go ends is left out here: issue 9's note says why — chunks of one
+    direction can still reach the stream out of order.)"""
+    _d, sock, token = tls_daemon
+    bins = gobins[variant]
+    with tempfile.TemporaryDirectory() as tmp:
+        cert, _ = tlspeers.make_cert(Path(tmp))
+        server, port = go_server(bins["server"], cert)
+        try:
+            h1 = go_client(bins["client"], f"https://127.0.0.1:{port}", f"go-{variant}", 3, "h1")
+            got = wait_entries(sock, token, f"dst.port == {port}", 3)
+        finally:
+            server.terminate()
+            server.wait(10)
+        assert [r["proto"] for r in h1["replies"]] == ["HTTP/1.1"] * 3
+        assert len(h1["locals"]) == 1  # one keep-alive connection
+        lport = int(h1["locals"][0].rsplit(":", 1)[1])
+        assert [(e["proto"], e["src"]["port"]) for e in got] == [("http", lport)] * 3, [
+            (e["proto"], e["summary"], e["src"]["port"], e["error"]) for e in got]  # fmt: skip
+        for i, e in enumerate(sorted(got, key=lambda e: e["ts"])):
+            assert e["tls"] is True
+            assert (e["method"], e["summary"], e["status"]) == ("GET", f"/go/items/{i}", 201)
+            assert (e["src"]["ip"], e["dst"]["ip"], e["dst"]["port"]) == (
+                "127.0.0.1", "127.0.0.1", port)
+            assert header(e["request"], "X-Secret") == [f"go-{variant}"]
+            assert header(e["response"], "X-Echo") == [f"go-{variant}"]
+        out = f"{tmp}/go.pcapng"
+        export(sock, token, f"dst.port == {port}", out)
+        rows = tshark_fields(out, [f"tcp.port=={port},http"], "http.request",
+                             ["tcp.srcport", "http.request.uri"])  # fmt: skip
+        assert sorted(r[1] for r in rows if r[0] == str(lport)) == [
+            f"/go/items/{i}" for i in range(3)]  # fmt: skip
+
+
+def test_go_client_to_python_server_gives_each_exchange_once(
+    gobins: dict[str, dict[str, str]], tls_daemon: tuple[Daemon, str, str]
+) -> None:
+    """Both ends are traced (Go probes in the client, OpenSSL probes in the Python server):
+    the connection is taken from one end, so each call shows once."""
+    _d, sock, token = tls_daemon
+    with tempfile.TemporaryDirectory() as tmp:
+        cert, _ = tlspeers.make_cert(Path(tmp))
+        with tlspeers.python_tls_server(cert) as (port, _pid):
+            # the Python server answers POST only: a GET is 501, still one exchange each
+            result = go_client(gobins["plain"]["client"], f"https://127.0.0.1:{port}",
+                               "mixed-secret", 4, "h1")  # fmt: skip
+            got = wait_entries(sock, token, f"dst.port == {port}", 4)
+        report = json.loads(subprocess.run(
+            [SHARK, "tls-status", "--attach", sock, "--token-file", token, "--json"],
+            capture_output=True, text=True, check=True, timeout=60).stdout)  # fmt: skip
+    lports = {int(a.rsplit(":", 1)[1]) for a in result["locals"]}  # 501 closes: one each
+    assert [r["status"] for r in result["replies"]] == [501] * 4
+    assert len(got) == 4, [(e["proto"], e["summary"]) for e in got]
+    for i, e in enumerate(sorted(got, key=lambda e: e["ts"])):
+        assert e["tls"] and e["src"]["port"] in lports
+        assert (e["method"], e["summary"], e["status"]) == ("GET", f"/go/items/{i}", 501)
+        assert header(e["request"], "X-Secret") == ["mixed-secret"]
+    go_rows = [p for p in report["processes"] if p.get("go")]
+    assert go_rows and all(p["go"]["version"].startswith("go1.") for p in go_rows)
