@@ -286,7 +286,8 @@ class OpenSSLTracer:
             for name, fn in (("crypto/tls.(*Conn).Write", "go_enter_write"),
                              ("crypto/tls.(*Conn).Read", "go_enter_read")):  # fmt: skip
                 f = b.funcs[name]
-                self.bpf.attach_uprobe(name=exe, addr=f.start, fn_name=fn)
+                at = _after_stack_check(exe, f.start, f.start_offset)
+                self.bpf.attach_uprobe(name=exe, addr=at, fn_name=fn)
                 for ret in f.rets:
                     self.bpf.attach_uprobe(name=exe, addr=ret, fn_name="go_return")
                 info.probes += 1 + len(f.rets)
@@ -415,6 +416,27 @@ class OpenSSLTracer:
             out.append((k.pid, fam, bytes(k.t.laddr[:n]), k.t.lport, bytes(k.t.raddr[:n]),
                         k.t.rport, v.ssl_bytes, v.plain_bytes))  # fmt: skip
         return out
+
+
+def _after_stack_check(path: str, start: int, offset: int) -> int:
+    """The address just past a Go function's stack-growth check (``cmp …, [r14+16]; jbe``):
+    a probe there fires once per call, not again when the function restarts after growing
+    its stack. ``start`` when the prologue is not the expected one."""
+    try:
+        import capstone  # type: ignore[import-untyped]
+
+        with open(path, "rb") as f:
+            f.seek(offset)
+            code = f.read(64)
+        md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+        for n, ins in enumerate(md.disasm(code, start)):
+            if ins.mnemonic in ("jbe", "jna"):
+                return int(ins.address + ins.size)
+            if n >= 4:
+                break
+    except (OSError, ImportError, capstone.CsError):
+        pass
+    return start
 
 
 def system_libssl() -> list[str]:
