@@ -1,5 +1,5 @@
 """NOT COLLECTED BY PYTEST (issue 9 is open): run by hand with
-``.venv/bin/python -m pytest tests/ebpf/go_tls_check.py``. About one run in three loses a chunk
+``.venv/bin/python -m pytest tests/ebpf/go_tls_check.py``. Some runs (1 of the last 6) lose a chunk
 (the tracer counts it as ``unreadable_bytes``: bpf_probe_read_user of the Go buffer failed at a
 RET), so an entry misses its request or response; until that is understood these checks would
 make CI flaky.
