@@ -434,7 +434,7 @@ def _after_stack_check(path: str, start: int, offset: int) -> int:
                 return int(ins.address + ins.size)
             if n >= 4:
                 break
-    except (OSError, ImportError, capstone.CsError):
+    except Exception:  # no capstone, an unreadable file, bytes it cannot decode: the start
         pass
     return start
 
