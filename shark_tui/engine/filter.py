@@ -1262,17 +1262,21 @@ class Pushdown:
         protos: tuple[str | None, ...] = (None,)
         if proto_guess is not None and self._uses_proto:
             protos = GUESS_PROTOS.get(proto_guess.lower(), (None,))
-        orientations = [(src_ip, src_port, dst_ip, dst_port)]
-        if self._oriented:
-            orientations.append((dst_ip, dst_port, src_ip, src_port))
-        for a_ip, a_port, b_ip, b_port in orientations:
-            src = {"ip": a_ip, "port": a_port, "pod": None, "ns": None}
-            dst = {"ip": b_ip, "port": b_port, "pod": None, "ns": None}
+        for src, dst in self._ends(src_ip, src_port, dst_ip, dst_port):
             for proto in protos:
                 world = {"proto": proto, "src": src, "dst": dst}
                 if tri(world, proto is not None) is not False:
                     return True
         return False
+
+    def _ends(
+        self, src_ip: str, src_port: int, dst_ip: str, dst_port: int
+    ) -> list[tuple[Entry, Entry]]:
+        """The (src, dst) a flow's entries can have: as given, and swapped when the filter
+        names an end (the index may have the client wrong)."""
+        a = {"ip": src_ip, "port": src_port, "pod": None, "ns": None}
+        b = {"ip": dst_ip, "port": dst_port, "pod": None, "ns": None}
+        return [(a, b), (b, a)] if self._oriented else [(a, b)]
 
     __call__ = flow_may_match
 
@@ -1292,12 +1296,7 @@ class Pushdown:
         tri = self._tri
         if tri is None:
             return True
-        orientations = [(src_ip, src_port, dst_ip, dst_port)]
-        if self._oriented:
-            orientations.append((dst_ip, dst_port, src_ip, src_port))
-        for a_ip, a_port, b_ip, b_port in orientations:
-            src = {"ip": a_ip, "port": a_port, "pod": None, "ns": None}
-            dst = {"ip": b_ip, "port": b_port, "pod": None, "ns": None}
+        for src, dst in self._ends(src_ip, src_port, dst_ip, dst_port):
             for proto, method, status in facets:
                 world = {"proto": proto, "method": method, "status": status, "src": src,
                          "dst": dst, "_facet": True, "_latency": latency}  # fmt: skip

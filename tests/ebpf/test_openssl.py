@@ -29,19 +29,8 @@ from tests.ebpf import tlspeers
 
 @pytest.fixture(scope="module")
 def tls_daemon() -> Iterator[tuple[Daemon, str, str]]:
-    if os.geteuid() != 0:
-        pytest.fail("eBPF tests need root (CI runs as root)")
-    with tempfile.TemporaryDirectory(prefix="shark-tls-") as tmp:
-        sock = f"unix:{tmp}/sock"
-        token = f"{tmp}/token"
-        d = Daemon(f"{tmp}/store", "--tls", "--iface", "lo", "--listen", sock,
-                   "--token-file", token)  # fmt: skip
-        try:
-            d.wait_for("capturing on", timeout=60)
-            assert any("TLS plaintext: OpenSSL uprobes" in line for line in d.lines), d.lines
-            yield d, sock, token
-        finally:
-            d.stop()
+    with tlspeers.tls_daemon() as found:
+        yield found
 
 
 def entries(sock: str, token: str, flt: str) -> list[dict[str, Any]]:

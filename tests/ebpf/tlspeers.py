@@ -185,3 +185,27 @@ def openssl_s_server(cert: Path) -> Iterator[tuple[int, int]]:
         yield port, proc.pid
     finally:
         _stop(proc)
+
+
+@contextlib.contextmanager
+def tls_daemon(prefix: str = "shark-tls-") -> Iterator[tuple[Any, str, str]]:
+    """``shark-tui daemon --tls --iface lo`` on a private socket: (Daemon, address, token file).
+    Fails (never skips) without root: CI runs as root with eBPF."""
+    import os
+
+    import pytest
+
+    from tests.daemonpeers import Daemon
+
+    if os.geteuid() != 0:
+        pytest.fail("eBPF tests need root (CI runs as root)")
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        sock, token = f"unix:{tmp}/sock", f"{tmp}/token"
+        d = Daemon(f"{tmp}/store", "--tls", "--iface", "lo", "--listen", sock,
+                   "--token-file", token)  # fmt: skip
+        try:
+            d.wait_for("capturing on", timeout=60)
+            assert any("TLS plaintext: OpenSSL uprobes" in line for line in d.lines), d.lines
+            yield d, sock, token
+        finally:
+            d.stop()

@@ -9,7 +9,6 @@ never skips."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -23,7 +22,6 @@ from shark_tui.engine import wire
 from shark_tui.widgets.command_bar import parse
 from shark_tui.widgets.help import HelpScreen
 from shark_tui.widgets.tls_status import TlsStatusScreen, process_rows, status_lines
-from tests.daemonpeers import Daemon
 from tests.ebpf import tlspeers
 from tests.widgets.appfixture import fixture_daemon, tls_report_daemon, wait_for
 
@@ -185,20 +183,8 @@ def test_key_is_rebindable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 @pytest.fixture
 def tls_daemon() -> Iterator[tuple[str, str]]:
     """(address, token) of ``shark-tui daemon --tls --iface lo``."""
-    if os.geteuid() != 0:
-        pytest.fail("eBPF tests need root (CI runs as root)")
-    with tempfile.TemporaryDirectory(prefix="shark-tls-ui-") as tmp:
-        sock = f"unix:{tmp}/sock"
-        token = f"{tmp}/token"
-        d = Daemon(f"{tmp}/store", "--tls", "--iface", "lo", "--listen", sock,
-                   "--token-file", token)  # fmt: skip
-        try:
-            d.wait_for("capturing on", timeout=60)
-            assert any("TLS plaintext: OpenSSL uprobes" in line for line in d.lines), d.lines
-            with open(token) as f:
-                yield sock, f.read().strip()
-        finally:
-            d.stop()
+    with tlspeers.tls_daemon("shark-tls-ui-") as (_d, sock, token_file), open(token_file) as f:
+        yield sock, f.read().strip()
 
 
 def test_real_daemon_shows_s_server_not_visible_and_curl_visible(
