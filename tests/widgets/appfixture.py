@@ -9,7 +9,7 @@ import os
 import secrets
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -20,19 +20,23 @@ from tests.engine.test_dissect import capture
 
 
 @contextmanager
-def fixture_daemon(
-    conns: int = 4, seed: int = 7, node: str = "fixture"
+def serve_capture(
+    data: bytes | None,
+    node: str = "fixture",
+    prefix: str = "shark-tui-uitest-",
+    tls_status: Callable[[], dict[str, Any]] | None = None,
 ) -> Iterator[tuple[str, str]]:
-    """(address, token) of a daemon serving ``conns`` HTTP connections of 4 exchanges each
-    (GET 200, POST 201, HEAD 200, GET 500) with fixed timestamps."""
-    data, _ = capture(seed, conns)
-    with tempfile.TemporaryDirectory(prefix="shark-tui-uitest-") as tmp:
+    """(address, token) of an in-process `Server` on a Unix socket over a store loaded from
+    the capture ``data`` (None: an empty store)."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         rec = Recorder(os.path.join(tmp, "store"), 1 << 40, 1 << 62)
-        _load(io.BytesIO(data), rec)
+        if data is not None:
+            _load(io.BytesIO(data), rec)
         rec.flush()
         token = secrets.token_urlsafe(8)
         sock = os.path.join(tmp, "sock")
-        srv = Server(rec, threading.Lock(), token, sock, rec.status, node=node)
+        srv = Server(rec, threading.Lock(), token, sock, rec.status, node=node,
+                     tls_status=tls_status)  # fmt: skip
         srv.start()
         try:
             yield f"unix:{sock}", token
@@ -41,23 +45,25 @@ def fixture_daemon(
 
 
 @contextmanager
+def fixture_daemon(
+    conns: int = 4, seed: int = 7, node: str = "fixture"
+) -> Iterator[tuple[str, str]]:
+    """(address, token) of a daemon serving ``conns`` HTTP connections of 4 exchanges each
+    (GET 200, POST 201, HEAD 200, GET 500) with fixed timestamps."""
+    data, _ = capture(seed, conns)
+    with serve_capture(data, node) as found:
+        yield found
+
+
+@contextmanager
 def tls_report_daemon(
     report: dict[str, Any] | None, node: str = "fixture"
 ) -> Iterator[tuple[str, str]]:
     """(address, token) of a daemon with an empty store whose ``TlsStatus`` answer is
     ``report`` (a fresh copy each time; None: the daemon runs without TLS capture)."""
-    with tempfile.TemporaryDirectory(prefix="shark-tui-uitest-") as tmp:
-        rec = Recorder(os.path.join(tmp, "store"), 1 << 40, 1 << 62)
-        rec.flush()
-        token = secrets.token_urlsafe(8)
-        sock = os.path.join(tmp, "sock")
-        tls = None if report is None else (lambda: copy.deepcopy(report))
-        srv = Server(rec, threading.Lock(), token, sock, rec.status, node=node, tls_status=tls)
-        srv.start()
-        try:
-            yield f"unix:{sock}", token
-        finally:
-            srv.stop()
+    tls = None if report is None else (lambda: copy.deepcopy(report))
+    with serve_capture(None, node, tls_status=tls) as found:
+        yield found
 
 
 async def wait_for(pred, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]

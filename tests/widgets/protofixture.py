@@ -19,20 +19,14 @@ from __future__ import annotations
 import functools
 import io
 import json
-import os
-import secrets
 import socket
-import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from shark_tui.engine.offline import _load
-from shark_tui.engine.server import Server
-from shark_tui.engine.store import Recorder
 from tests.engine.fixtures_pcap import LINKTYPE_ETHERNET, eth_ipv4_tcp, pcap_bytes
+from tests.widgets.appfixture import serve_capture
 
 SYN, ACK, FIN, PSH = 2, 16, 1, 8
 T0_NS = 1_700_000_000_000_000_000  # 2023-11-14 22:13:20 UTC
@@ -283,19 +277,8 @@ def proto_capture() -> bytes:
 @contextmanager
 def proto_daemon(node: str = "fixture") -> Iterator[tuple[str, str]]:
     """(address, token) of a daemon serving ``proto_capture()``."""
-    data = proto_capture()
-    with tempfile.TemporaryDirectory(prefix="shark-tui-prototest-") as tmp:
-        rec = Recorder(os.path.join(tmp, "store"), 1 << 40, 1 << 62)
-        _load(io.BytesIO(data), rec)
-        rec.flush()
-        token = secrets.token_urlsafe(8)
-        sock = os.path.join(tmp, "sock")
-        srv = Server(rec, threading.Lock(), token, sock, rec.status, node=node)
-        srv.start()
-        try:
-            yield f"unix:{sock}", token
-        finally:
-            srv.stop()
+    with serve_capture(proto_capture(), node, prefix="shark-tui-prototest-") as found:
+        yield found
 
 
 def entries() -> list[dict[str, Any]]:
