@@ -176,13 +176,7 @@ def test_tls_status_names_bio_based_s_server(tls_daemon: tuple[Daemon, str, str]
     with tempfile.TemporaryDirectory() as tmp:
         cert, _key = tlspeers.make_cert(Path(tmp))
         with tlspeers.openssl_s_server(cert) as (port, server_pid):
-            proc = subprocess.Popen(
-                ["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}",
-                 f"https://127.0.0.1:{port}/"],
-                stdout=subprocess.PIPE, text=True,
-            )  # fmt: skip
-            out, _ = proc.communicate(timeout=30)
-            assert out == "200"
+            curl_pid = tlspeers.curl_once(port)
             deadline = time.monotonic() + 20
             while True:
                 report = json.loads(subprocess.run(
@@ -191,7 +185,7 @@ def test_tls_status_names_bio_based_s_server(tls_daemon: tuple[Daemon, str, str]
                 ).stdout)  # fmt: skip
                 procs = {p["pid"]: p for p in report["processes"]}
                 srv = procs.get(server_pid)
-                settled = srv and srv["reason"].startswith("BIO") and proc.pid in procs
+                settled = srv and srv["reason"].startswith("BIO") and curl_pid in procs
                 if settled or time.monotonic() > deadline:
                     break
                 time.sleep(0.5)
@@ -204,7 +198,7 @@ def test_tls_status_names_bio_based_s_server(tls_daemon: tuple[Daemon, str, str]
     assert srv["comm"] == "openssl" and srv["visible"] is False, srv
     assert srv["reason"].startswith("BIO-based I/O"), srv
     assert any(f"127.0.0.1:{port}" in c for c in srv["tls_connections"]), srv
-    client = procs[proc.pid]
+    client = procs[curl_pid]
     assert client["comm"] == "curl" and client["visible"] is True, client
     assert f"{server_pid}  openssl" in text and "BIO-based I/O" in text, text
 

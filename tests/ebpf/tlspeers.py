@@ -209,3 +209,15 @@ def tls_daemon(prefix: str = "shark-tls-") -> Iterator[tuple[Any, str, str]]:
             yield d, sock, token
         finally:
             d.stop()
+
+
+def curl_once(port: int) -> int:
+    """One ``curl -k https://127.0.0.1:PORT/`` that must answer 200; its pid (tls-status lists
+    the process after it exited)."""
+    proc = subprocess.Popen(
+        ["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", f"https://127.0.0.1:{port}/"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    out, _ = proc.communicate(timeout=30)
+    assert out == "200", out
+    return proc.pid

@@ -9,7 +9,6 @@ never skips."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -223,19 +222,13 @@ def test_real_daemon_shows_s_server_not_visible_and_curl_visible(
     with tempfile.TemporaryDirectory() as tmp:
         cert, _key = tlspeers.make_cert(Path(tmp))
         with tlspeers.openssl_s_server(cert) as (port, server_pid):
-            curl = subprocess.Popen(
-                ["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}",
-                 f"https://127.0.0.1:{port}/"],
-                stdout=subprocess.PIPE, text=True,
-            )  # fmt: skip
-            out, _ = curl.communicate(timeout=30)
-            assert out == "200"
-            rows = asyncio.run(main(port, server_pid, curl.pid))
+            curl_pid = tlspeers.curl_once(port)
+            rows = asyncio.run(main(port, server_pid, curl_pid))
     by_pid = {row[0]: row for row in rows}
     srv = by_pid[str(server_pid)]
     assert srv[1] == "openssl" and srv[2] == "no", srv
     assert srv[4].startswith("BIO-based I/O"), srv
     assert int(srv[3]) >= 1, srv
-    client = by_pid[str(curl.pid)]
+    client = by_pid[str(curl_pid)]
     assert client[1] == "curl" and client[2] == "yes", client
     assert client[4].startswith("visible"), client
