@@ -93,7 +93,11 @@ class EntryBuilder:
         return entry
 
 
-def make_dissector_factory(body_cap: int) -> Callable[[str, bool, float], Dissector]:
+def make_dissector_factory(
+    body_cap: int, redis_resp: int = 2
+) -> Callable[[str, bool, float], Dissector]:
+    """``redis_resp``: the RESP version a Redis connection's replies are in at first (3 when
+    dissection starts past the connection's ``HELLO 3``)."""
     kafka_topic_ids: dict[str, str] = {}  # Kafka topic ids are cluster-wide: shared
 
     def make(proto: str, midstream: bool, start_ts: float) -> Dissector:
@@ -104,7 +108,7 @@ def make_dissector_factory(body_cap: int) -> Callable[[str, bool, float], Dissec
         if proto == "kafka":
             return KafkaDissector(midstream=midstream, body_cap=body_cap, topic_ids=kafka_topic_ids)
         if proto == "redis":
-            return RedisDissector(midstream=midstream, body_cap=body_cap)
+            return RedisDissector(midstream=midstream, body_cap=body_cap, resp=redis_resp)
         if proto == "amqp":
             return AmqpDissector(midstream=midstream, body_cap=body_cap)
         guess = None if proto == "tcp" else proto

@@ -211,7 +211,9 @@ class FlowCursor:
     __slots__ = ("_builder", "_decoder", "count", "done", "last_loc", "num", "out", "table",
                  "zone")  # fmt: skip
 
-    def __init__(self, num: int, body_cap: int = DEFAULT_BODY_CAP, tls: bool = False) -> None:
+    def __init__(
+        self, num: int, body_cap: int = DEFAULT_BODY_CAP, tls: bool = False, redis_resp: int = 2
+    ) -> None:
         self.num = num
         self.zone = TLS_ZONE if tls else 0  # TLS plaintext: entries say ``tls: true``
         self.count = 0  # exchanges emitted
@@ -220,7 +222,7 @@ class FlowCursor:
         self.out: list[Entry] = []
         self._builder = EntryBuilder()
         self._decoder = PacketDecoder()
-        self.table = FlowTable(make_dissector_factory(body_cap), self._on_events)
+        self.table = FlowTable(make_dissector_factory(body_cap, redis_resp), self._on_events)
 
     def _on_events(self, flow: TcpFlow, events: list[Event]) -> None:
         for ev in events:
@@ -310,8 +312,24 @@ class _FlowView:
         self.ended = bool(f.state & RESET or f.state & _FIN_BOTH == _FIN_BOTH)
 
 
+def _note_resp(changes: list[tuple[int, int]], n: int, e: Entry) -> None:
+    """Append (n, version) to ``changes`` when entry N's reply is in another RESP version than
+    the last one noted (2 before any)."""
+    res = e.get("response")
+    resp = res.get("resp") if isinstance(res, dict) else None
+    if type(resp) is int and resp != (changes[-1][1] if changes else 2):
+        changes.append((n, resp))
+
+
+def _resp_at(changes: list[tuple[int, int]], n: int) -> int:
+    """The RESP version of entry N's reply, from the changes `_note_resp` kept."""
+    i = bisect.bisect_right(changes, (n, 99))
+    return changes[i - 1][1] if i else 2
+
+
 class _Cached:
-    __slots__ = ("complete", "emitted", "entries", "facets", "last_ns", "latency", "ordered")
+    __slots__ = ("complete", "emitted", "entries", "facets", "last_ns", "latency", "ordered",
+                 "resp")  # fmt: skip
 
     def __init__(self) -> None:
         # summaries, in exchange order; None when the cache bound dropped them
@@ -324,6 +342,9 @@ class _Cached:
         #: filter on those can rule the flow out without looking at its entries
         self.facets: set[tuple[Any, Any, Any]] | None = set()
         self.latency: tuple[float | None, float | None] = (None, None)  # smallest, largest
+        #: Redis: (N, version) where the RESP version of the replies changed (``HELLO 3``),
+        #: so an entry dissected again from a checkpoint past the HELLO starts in that version
+        self.resp: list[tuple[int, int]] = []
 
 
 class QueryEngine:
@@ -441,6 +462,8 @@ class QueryEngine:
                     if type(text) is str and len(text) < 64:
                         sm[key] = strings.setdefault(text, text)
                 summaries.append(sm)
+                if sm["proto"] == "redis":
+                    _note_resp(cached.resp, k, e)
                 facets = cached.facets
                 if facets is not None:
                     facets.add((sm["proto"], sm["method"], sm["status"]))
@@ -722,7 +745,7 @@ class QueryEngine:
     def _get_entry(self, entry_id: str, num: int, n: int) -> Entry | None:
         cached = self._cache.get(num)
         if cached is not None and cached.entries is not None and 0 < n <= len(cached.entries):
-            found = self._from_checkpoint(num, cached.entries[n - 1])
+            found = self._from_checkpoint(num, cached.entries[n - 1], _resp_at(cached.resp, n))
             if found is not None:
                 found["id"] = entry_id
                 self.stats["checkpoint_reads"] += 1
@@ -733,7 +756,7 @@ class QueryEngine:
                 return e
         return None
 
-    def _from_checkpoint(self, num: int, want: Entry) -> Entry | None:
+    def _from_checkpoint(self, num: int, want: Entry, redis_resp: int = 2) -> Entry | None:
         with self.lock:
             f = self.recorder.index.by_num.get(num)
             if f is None or not f.checkpoints or f.proto in _NO_MIDSTREAM:
@@ -756,7 +779,7 @@ class QueryEngine:
         if start < 0:
             return None
         rest = self._readable(locs[bisect.bisect_left(locs, start) :])
-        cur = FlowCursor(num, self.body_cap, self._is_tls(num))
+        cur = FlowCursor(num, self.body_cap, self._is_tls(num), redis_resp)
 
         def same(e: Entry) -> bool:
             # everything the summary holds but the id must agree, or this start was wrong

@@ -296,10 +296,13 @@ class _Side:
 class RedisDissector:
     """Sans-IO Redis (RESP2/RESP3) dissector of one TCP connection (see the module docstring)."""
 
-    def __init__(self, *, midstream: bool = False, body_cap: int = DEFAULT_BODY_CAP) -> None:
+    def __init__(
+        self, *, midstream: bool = False, body_cap: int = DEFAULT_BODY_CAP, resp: int = 2
+    ) -> None:
         self.body_cap = max(0, body_cap)
-        #: The RESP version replies are in (2 until ``HELLO 3`` is answered).
-        self.resp = 2
+        #: The RESP version replies are in (2 until ``HELLO 3`` is answered; ``resp`` when
+        #: dissection starts after the connection's ``HELLO``, from a checkpoint).
+        self.resp = resp
         #: Counters; never reset.
         self.stats: dict[str, int] = {
             "commands": 0,

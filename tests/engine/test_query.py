@@ -495,3 +495,40 @@ def test_method_and_status_facets_rule_flows_out_and_change_nothing(
     matching = {parse_id(e["id"])[0] for e in want}  # type: ignore[index]
     if len(matching) < len(flows):
         assert q.stats["facet_skips"] > 0
+
+
+def test_get_entry_from_a_checkpoint_past_hello_3(
+    capture_tools: None, tmp_path: Path
+) -> None:
+    """A real redis-py RESP3 connection (``HELLO 3`` first), long enough for checkpoints: an
+    entry dissected again from a checkpoint keeps the connection's RESP version (3), typed
+    replies included — exactly what ``dissect`` prints."""
+    import redis
+
+    path = tmp_path / "redis3.pcap"
+    with realpeers.redis_server() as srv, realpeers.capture(ports=[srv.port], path=path):
+        r: Any = redis.Redis(port=srv.port, protocol=3)
+        for i in range(24):  # > 16 KiB of client bytes between turns: a checkpoint each
+            r.set(f"k{i}", b"v" * 20_000)
+            r.hset(f"h{i}", mapping={"a": i, "b": "x"})
+            r.hgetall(f"h{i}")  # a RESP3 map
+        r.close()
+    entries = realpeers.run_dissect(path).check().entries
+    hellos = [e for e in entries if e["method"] == "HELLO"]
+    assert len(hellos) == 1 and hellos[0]["response"]["resp"] == 3
+    late = [e for e in entries if e["method"] == "HGETALL"][-5:]
+    assert len(late) == 5 and all(e["response"]["resp"] == 3 for e in late)
+    rec, warning = import_capture(str(path), str(tmp_path / "store"))
+    assert warning is None
+    q = QueryEngine(rec, threading.Lock())
+    try:
+        f = rec.index.by_num[parse_id(late[0]["id"])[0]]  # type: ignore[index]
+        assert len(f.checkpoints) // 2 >= 10, "too short a connection for checkpoints"
+        run(q)  # the summaries are cached: GetEntry starts from checkpoints
+        for e in late:
+            assert q.get_entry(e["id"]) == e, e["id"]
+        assert q.stats["checkpoint_reads"] == len(late)
+        assert q.stats["full_reads"] == 0
+    finally:
+        q.close()
+        rec.close()
