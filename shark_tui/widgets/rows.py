@@ -27,6 +27,8 @@ __all__ = [
 MAX_ROWS = 1_000_000
 #: Distinct endpoints remembered for the pod picker (client ports make most of them unique).
 MAX_SEEN = 100_000
+#: Rows of a cleared list freed per `RowStore.reap` (a few milliseconds' work).
+REAP_ROWS = 20_000
 
 
 class Row(NamedTuple):
@@ -178,6 +180,9 @@ class RowStore:
         # the rows of `_base()` ascending by (sort column, ts, node, id), when not by time
         self._sorted: list[Row] | None = None
         self._known: dict[str, dict[str, float]] = {}  # node -> {id: ts} while it resumes
+        #: the rows of cleared lists, freed by `reap` a slice at a time: freeing 200,000 rows
+        #: at once takes ~40 ms, on the keystroke that asked for another filter
+        self._dead: list[list[Row]] = []
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -370,11 +375,26 @@ class RowStore:
 
     def clear(self) -> None:
         """Empty the list (a new filter, or `C`); marks, seen endpoints and the sort stay."""
+        if self.rows:
+            self._dead.append(self.rows)
         self.rows = []
         self._pending = []
         self._view = None
         self._sorted = None
         self._known.clear()
+
+
+    def reap(self, limit: int = REAP_ROWS) -> int:
+        """Free up to ``limit`` rows of cleared lists; how many are left to free."""
+        dead = self._dead
+        while dead and limit > 0:
+            rows = dead[-1]
+            n = min(limit, len(rows))
+            del rows[len(rows) - n :]
+            limit -= n
+            if not rows:
+                dead.pop()
+        return sum(map(len, dead))
 
 
 def _key(r: Row) -> tuple[float, str, str]:

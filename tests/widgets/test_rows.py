@@ -36,3 +36,29 @@ def test_interleaved_batches_and_the_cap() -> None:
         store.settle()
     assert keys(store) == sorted(keys(store))
     assert len(store) == 300 and store.dropped == 700
+
+
+def test_a_cleared_list_is_freed_a_slice_at_a_time() -> None:
+    import sys
+    import weakref
+
+    class Probe:  # a row field that says when the last row holding it is gone
+        pass
+
+    store = RowStore()
+    probes = [Probe() for _ in range(5)]
+    refs = [weakref.ref(p) for p in probes]
+    store.add([row(float(t), t)._replace(summary=probes[t % 5]) for t in range(50)])  # type: ignore[arg-type]
+    store.settle()
+    store.sort("status")
+    assert len(store.shown) == 50  # (a sorted copy of the rows is made and kept)
+    del probes
+    store.clear()
+    assert len(store) == 0 and list(store.shown) == []
+    assert all(r() is not None for r in refs)  # not freed on the keystroke
+    assert store.reap(20) == 30
+    assert store.reap(20) == 10
+    assert all(r() is not None for r in refs)  # the oldest rows still hold every probe
+    assert store.reap(20) == 0
+    assert all(r() is None for r in refs), [sys.getrefcount(r()) for r in refs]
+    assert store.reap() == 0
