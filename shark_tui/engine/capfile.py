@@ -168,6 +168,7 @@ class CaptureReader:
         "_sec_slow",
         "_state",
         "_stopped",
+        "comments",
         "format",
         "interfaces",
         "packets",
@@ -176,6 +177,8 @@ class CaptureReader:
 
     def __init__(self) -> None:
         self.interfaces: list[Interface] = []
+        #: the section headers' comments (a shark-tui export's pod history is one)
+        self.comments: list[str] = []
         self.warning: str | None = None
         self.packets = 0
         self.format: str | None = None
@@ -417,6 +420,17 @@ class CaptureReader:
             major, _minor = st.shb.unpack_from(buf, pos + 12)
             if major != 1:
                 return f"unsupported pcapng major version {major}"
+            p = pos + 24
+            oend = pos + blen - 4
+            u16 = st.u16.unpack_from
+            while p + 4 <= oend:
+                code, olen = u16(buf, p)[0], u16(buf, p + 2)[0]
+                vend = p + 4 + olen
+                if code == 0 or vend > oend:
+                    break
+                if code == 1 and len(self.comments) < 256:
+                    self.comments.append(bytes(buf[p + 4 : vend]).decode("utf-8", "replace"))
+                p += 4 + ((olen + 3) & ~3)
             self._sec_ifs = []
             self._sec_slow = []
             return None

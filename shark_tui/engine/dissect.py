@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import IO, Any
 
 from shark_tui.engine.packet import PacketDecoder, format_ip
+from shark_tui.engine.podmap import PodMap, from_comments
 from shark_tui.engine.tcp import TLS_ZONE, Flow, FlowTable
 from shark_tui.proto.amqp import AmqpDissector
 from shark_tui.proto.base import (
@@ -62,10 +63,27 @@ def tune_gc() -> None:
 
 
 class EntryBuilder:
-    """Turns a connection's exchanges into entries with their identity and endpoints."""
+    """Turns a connection's exchanges into entries with their identity and endpoints.
 
-    def _endpoint(self, ip: bytes, port: int) -> dict[str, Any]:
-        return {"ip": format_ip(ip), "port": port, "pod": None, "ns": None}
+    With ``names`` (a cluster's pod history), each end is named by the pod (or service) that
+    held its address at the entry's time: ``pod`` and ``ns``, and ``service`` when known (the
+    service a pod's port backs; for a ClusterIP, the service itself and no pod)."""
+
+    def __init__(self, names: PodMap | None = None) -> None:
+        self.names = names
+
+    def _endpoint(self, ip: bytes, port: int, ts: float) -> dict[str, Any]:
+        text = format_ip(ip)
+        end: dict[str, Any] = {"ip": text, "port": port, "pod": None, "ns": None}
+        if self.names is not None:
+            ref = self.names.resolve(text, round(ts * 1e9), port)
+            if ref is not None:
+                end["ns"] = ref.ns
+                if ref.kind == "pod":
+                    end["pod"] = ref.name
+                if ref.service:
+                    end["service"] = ref.service
+        return end
 
     def build(self, flow: Flow, ex: Exchange) -> Entry:
         flow.n += 1
@@ -74,8 +92,8 @@ class EntryBuilder:
         entry: Entry = {
             "id": f"{flow.num}:{flow.n}",
             "proto": ex.proto,
-            "src": self._endpoint(cip, cport),
-            "dst": self._endpoint(sip, sport),
+            "src": self._endpoint(cip, cport, ex.ts),
+            "dst": self._endpoint(sip, sport, ex.ts),
             "ts": ex.ts,
             "latency_ms": None if ex.latency_ms is None else round(ex.latency_ms, 3),
             "method": ex.method,
@@ -128,6 +146,7 @@ class Dissection:
         flow_filter: Callable[[str, int, str, int], bool] | None = None,
         decode_ports: dict[int, str] | None = None,
         body_cap: int = DEFAULT_BODY_CAP,
+        names: PodMap | None = None,
     ) -> None:
         self.out = out  # where entries go, in order (settable)
         #: When set, entries are rendered (to bytes) as soon as they are final, and ``out``
@@ -135,7 +154,8 @@ class Dissection:
         self.render: Callable[[Entry, bytearray], None] | None = None
         self._filter = entry_filter
         self._flow_filter = flow_filter
-        self._builder = EntryBuilder()
+        self._builder = EntryBuilder(names)
+        self.warnings: list[str] = []  # one line each, for the user (not counters)
         # (ts, flow, n, entry): ties in ts go by flow number, then exchange number, so that the
         # order is the same however the work is split (see `parallel.dissect_file`).
         self._held: list[tuple[float, int, int, Any]] = []
@@ -268,6 +288,16 @@ class Dissection:
         cap = self._body_cap
         return 2048 + min(entry["request_size"] or 0, cap) + min(entry["response_size"] or 0, cap)
 
+    def _adopt_names(self, packets: object) -> None:
+        """A capture file that carries a pod history (a shark-tui export) names its ends
+        with it, unless the run was given one."""
+        reader = getattr(packets, "reader", None)
+        if self._builder.names is None and reader is not None:
+            names, problem = from_comments(reader.comments)
+            self._builder.names = names
+            if problem is not None:
+                self.warnings.append(problem)
+
     def run(self, packets: Iterable[tuple[int, int, bytes, int]], interfaces: list[Any]) -> None:
         """Dissect ``packets`` ((ts_ns, iface, data, orig_len) tuples).
 
@@ -294,6 +324,7 @@ class Dissection:
             segment(ts, src, sport, dst, dport, seq, ack, flags, payload, zone)
             if next_sweep is None:
                 next_sweep = ts + SWEEP_INTERVAL
+                self._adopt_names(packets)
             elif ts >= next_sweep or len(self._held) > recheck:
                 if ts >= next_sweep:
                     table.sweep(ts)

@@ -9,6 +9,7 @@ import sys
 from typing import BinaryIO, Final
 
 from shark_tui.engine.capfile import CaptureFile
+from shark_tui.engine.podmap import from_comments
 from shark_tui.engine.store import Recorder
 
 __all__ = ["import_capture"]
@@ -63,4 +64,5 @@ def _load(f: BinaryIO, rec: Recorder) -> str | None:
         data += pkt
         exact.append((ts, orig_len))
     flush_batch()
-    return cf.warning
+    rec.names, problem = from_comments(cf.reader.comments)
+    return cf.warning or problem

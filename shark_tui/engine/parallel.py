@@ -128,7 +128,7 @@ def _single(
         if f is not None:
             f.close()
         out.write(buf)
-    return capture.warning, _counters(d)
+    return capture.warning or next(iter(d.warnings), None), _counters(d)
 
 
 def _counters(d: Dissection) -> dict[str, dict[str, int]]:
@@ -177,7 +177,8 @@ def _worker(
         with open(path, "rb") as f:
             capture = CaptureFile(f)
             d.run(capture, capture.interfaces)
-        summary = json.dumps({"warning": capture.warning, "counters": _counters(d)}).encode()
+        warning = capture.warning or next(iter(d.warnings), None)
+        summary = json.dumps({"warning": warning, "counters": _counters(d)}).encode()
         buf.extend(_RECORD.pack(float("inf"), _END, 0, len(summary)))
         buf.extend(summary)
         flush()

@@ -13,7 +13,7 @@ Timestamps are nanoseconds: every interface we write says ``if_tsresol=9``.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -62,11 +62,13 @@ def _block(block_type: int, body: bytes) -> bytes:
     return _HDR.pack(block_type, n) + body + _U32.pack(n)
 
 
-def section_header(comment: str = "", application: str = "") -> bytes:
-    """A Section Header Block (version 1.0, section length unknown)."""
+def section_header(comment: str = "", application: str = "", more: Sequence[str] = ()) -> bytes:
+    """A Section Header Block (version 1.0, section length unknown); ``more``: further
+    comments (each under 64 KiB encoded)."""
     opts = b""
-    if comment:
-        opts += _option(OPT_COMMENT, comment.encode())
+    for text in (comment, *more):
+        if text:
+            opts += _option(OPT_COMMENT, text.encode())
     if application:
         opts += _option(SHB_USERAPPL, application.encode())
     if opts:

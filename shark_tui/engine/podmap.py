@@ -90,6 +90,7 @@ from typing import IO, Any, Final, Literal
 import msgspec
 
 __all__ = [
+    "HISTORY_COMMENT",
     "MAX_INTERVALS",
     "MAX_INTERVALS_PER_IP",
     "NRB_BLOCK_TYPE",
@@ -98,6 +99,8 @@ __all__ = [
     "NRB_RECORD_IPV6",
     "PodMap",
     "Ref",
+    "from_comments",
+    "history_comments",
     "nrb_block",
     "parse_nrb",
 ]
@@ -827,3 +830,40 @@ def _nrb_structs(endian: str) -> tuple[struct.Struct, struct.Struct]:
     if endian not in ("<", ">"):
         raise ValueError(f"endian must be '<' or '>', not {endian!r}")
     return struct.Struct(endian + "HH"), struct.Struct(endian + "I")
+
+
+#: First line of each section-header comment that carries `PodMap.to_records` in an export,
+#: followed by `` K/N`` (a pcapng option holds at most 64 KiB: the document is cut into parts):
+#: ``open`` and ``dissect`` read it back.
+HISTORY_COMMENT: Final = "shark-tui pod history v1"
+_PART_CHARS: Final = 16_000  # at most 4 bytes each in UTF-8: under the 64 KiB option limit
+
+
+def history_comments(records: bytes) -> list[str]:
+    """The section-header comments holding ``records`` (`PodMap.to_records`)."""
+    text = records.decode()
+    parts = [text[i : i + _PART_CHARS] for i in range(0, len(text), _PART_CHARS)] or [""]
+    return [f"{HISTORY_COMMENT} {k}/{len(parts)}\n{part}" for k, part in enumerate(parts, 1)]
+
+
+def from_comments(comments: Iterable[str]) -> tuple[PodMap | None, str | None]:
+    """The pod history a capture's section-header comments carry, if any, and a one-line
+    problem when it was there but incomplete or unreadable."""
+    parts: dict[int, str] = {}
+    total = 0
+    for comment in comments:
+        head, _, body = comment.partition("\n")
+        tag, _, count = head.rpartition(" ")
+        k, _, n = count.partition("/")
+        if tag != HISTORY_COMMENT or not k.isdigit() or not n.isdigit():
+            continue
+        total = int(n)
+        parts[int(k)] = body
+    if not parts:
+        return None, None
+    if sorted(parts) != list(range(1, total + 1)):
+        return None, f"pod names not restored: {len(parts)} of {total} parts of the history"
+    try:
+        return PodMap.from_records("".join(parts[k] for k in sorted(parts)).encode()), None
+    except ValueError as exc:
+        return None, f"pod names not restored: {exc}"

@@ -31,11 +31,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
-from shark_tui.engine import pcapng
+from shark_tui.engine import pcapng, podmap
 from shark_tui.engine.dissect import DEFAULT_BODY_CAP, Entry, EntryBuilder, make_dissector_factory
 from shark_tui.engine.filter import Filter
 from shark_tui.engine.flowindex import RESET, Flow
 from shark_tui.engine.packet import PacketDecoder, format_ip
+from shark_tui.engine.podmap import PodMap
 from shark_tui.engine.store import Recorder, SegmentInfo
 from shark_tui.engine.tcp import TLS_ZONE, FlowTable
 from shark_tui.engine.tcp import Flow as TcpFlow
@@ -212,7 +213,12 @@ class FlowCursor:
                  "zone")  # fmt: skip
 
     def __init__(
-        self, num: int, body_cap: int = DEFAULT_BODY_CAP, tls: bool = False, redis_resp: int = 2
+        self,
+        num: int,
+        body_cap: int = DEFAULT_BODY_CAP,
+        tls: bool = False,
+        redis_resp: int = 2,
+        names: PodMap | None = None,
     ) -> None:
         self.num = num
         self.zone = TLS_ZONE if tls else 0  # TLS plaintext: entries say ``tls: true``
@@ -220,7 +226,7 @@ class FlowCursor:
         self.last_loc = -1
         self.done = False
         self.out: list[Entry] = []
-        self._builder = EntryBuilder()
+        self._builder = EntryBuilder(names)
         self._decoder = PacketDecoder()
         self.table = FlowTable(make_dissector_factory(body_cap, redis_resp), self._on_events)
 
@@ -416,7 +422,7 @@ class QueryEngine:
                 continue  # nothing new since it was last fed
             cached.last_ns = v.last_ns
             if cur is None:
-                cur = FlowCursor(v.num, self.body_cap, v.tls)
+                cur = FlowCursor(v.num, self.body_cap, v.tls, names=self.recorder.names)
                 self._cursors[v.num] = cur
                 self._evict_cursors()
                 if cached.emitted:
@@ -653,7 +659,7 @@ class QueryEngine:
             if not tls and f.proto == "tls" and self.recorder.twin(f) is not None:
                 return []  # its plaintext was captured: shown as those entries
         locs = self._readable(locs)
-        cur = FlowCursor(num, self.body_cap, tls)
+        cur = FlowCursor(num, self.body_cap, tls, names=self.recorder.names)
         cur.feed(self.reader.read(locs))
         if ended:
             cur.finish()
@@ -779,7 +785,7 @@ class QueryEngine:
         if start < 0:
             return None
         rest = self._readable(locs[bisect.bisect_left(locs, start) :])
-        cur = FlowCursor(num, self.body_cap, self._is_tls(num), redis_resp)
+        cur = FlowCursor(num, self.body_cap, self._is_tls(num), redis_resp, self.recorder.names)
 
         def same(e: Entry) -> bool:
             # everything the summary holds but the id must agree, or this start was wrong
@@ -817,18 +823,32 @@ class QueryEngine:
     def export(self, nums: set[int]) -> Iterator[bytes]:
         """pcapng bytes of every stored packet of the flows ``nums``, in time order, each once;
         one interface block per capture source used."""
+        ips: set[str] = set()
+        t0, t1 = 1 << 63, 0
         with self.lock:
             locs: list[int] = []
             for num in nums:
                 f = self.recorder.index.by_num.get(num)
                 if f is not None:
                     locs += f.locs.tolist()
+                    ips.update((format_ip(f.client), format_ip(f.server)))
+                    t0, t1 = min(t0, f.first_ns), max(t1, f.last_ns)
         locs.sort()
         blocks: list[tuple[int, int, int, int]] = []  # ts, loc, source id, block length
         for i in range(0, len(locs), 4096):
             blocks += self.reader.blocks(self._readable(locs[i : i + 4096]))
         blocks.sort()
-        yield pcapng.section_header("exported by shark-tui", "shark-tui")
+        names = self.recorder.names
+        if names is None or not ips:
+            yield pcapng.section_header("exported by shark-tui", "shark-tui")
+        else:
+            # the pod history of these connections' addresses travels with them (`open` reads
+            # it back) and their names as a name resolution block (Wireshark shows them)
+            history = podmap.history_comments(names.to_records(ips, t0, t1))
+            yield pcapng.section_header("exported by shark-tui", "shark-tui", history)
+            seen = names.names(ips, t0, t1)
+            if seen:
+                yield podmap.nrb_block(seen)
         # The stored blocks go out as they are (their flow comment included), only their
         # interface id rewritten: no packet is decoded or encoded again.
         ifaces: dict[int, bytes] = {}

@@ -32,6 +32,7 @@ from shark_tui import __version__
 from shark_tui.engine import pcapng
 from shark_tui.engine.flowindex import Flow, FlowIndex
 from shark_tui.engine.packet import PacketDecoder
+from shark_tui.engine.podmap import PodMap
 
 __all__ = [
     "DEDUP_WINDOW_NS",
@@ -108,6 +109,10 @@ class SourceInfo:
     counters: dict[str, int] = field(default_factory=dict)  # from the capture side
 
 
+#: The pod history's journal, beside the segments.
+NAMES_FILE = "podmap.jsonl"
+
+
 class Recorder:
     """Packets in, segments and the flow index out. See the module docstring."""
 
@@ -149,6 +154,9 @@ class Recorder:
             "trimmed_bytes": 0,
         }
         self.warnings: list[str] = []
+        #: who held each address when (a cluster's pods and services), when known: entries
+        #: name their ends with it; kept beside the segments (`attach_names`)
+        self.names: PodMap | None = None
         self._decoder = PacketDecoder()
         self._fd = -1
         self._buf = bytearray()
@@ -533,10 +541,21 @@ class Recorder:
         self.closed_bytes -= info.size
         self.index.drop_segment(info.seq)
         self.stats["segments_deleted"] += 1
+        if self.names is not None:
+            self.names.forget_before(info.last_ns)  # nothing stored is older any more
+
+    def attach_names(self) -> PodMap:
+        """The pod history of this store, kept in ``podmap.jsonl`` beside the segments (read
+        back when the store is reopened)."""
+        if self.names is None:
+            self.names = PodMap.resume(os.path.join(self.directory, NAMES_FILE))
+        return self.names
 
     def close(self) -> None:
-        """Flush and close the current segment."""
+        """Flush and close the current segment (and the pod history's journal)."""
         self._close_segment()
+        if self.names is not None:
+            self.names.close_journal()
 
     def segment_list(self) -> list[SegmentInfo]:
         """Every segment, oldest first, the current one last."""
