@@ -6,11 +6,14 @@ per phase. Loads, all against real servers on loopback:
 
 - ``curl-new``: one ``curl`` process per request (process start + TLS handshake + request);
 - ``curl-keepalive``: one ``curl`` process, many URLs on one TLS connection (SSL calls only);
-- ``python-keepalive``: a Python ``http.client`` over ``ssl`` (system libssl), one connection.
+- ``python-keepalive``: a Python ``http.client`` over ``ssl`` (system libssl), one connection;
+- ``go-keepalive``: a Go ``net/http`` client (crypto/tls) to a Go HTTPS server, one connection,
+  HTTP/1.1 (both built here from tests/ebpf/go with Debian's golang-go); timed by the client
+  itself, from its first request to its last, after a pause that lets the tracer probe it.
 
 With ``--tls`` every SSL_read/SSL_write of both ends (client and server are both on this host
-and both use libssl) is probed: the overhead per request is what those probe hits cost. The
-run also checks that the daemon stored every request of the ``--tls`` phase as an entry.
+and both use libssl; the Go pair: both ends' crypto/tls Write and Read) is probed: the overhead
+per request is what those probe hits cost. The run also checks that the daemon stored every request of the ``--tls`` phase as an entry.
 
     python -m bench.bench_tls            # full size
     python -m bench.bench_tls --small    # what CI runs
@@ -30,10 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from tests.daemonpeers import SHARK, Daemon
-from tests.ebpf import tlspeers
+from tests.ebpf import goprogs, tlspeers
 
 OUT = Path(__file__).resolve().parent / "out"
 PHASES = ("none", "tcpdump", "daemon", "daemon --tls")
+GO_DELAY_MS = 2500
 
 
 def _curl_new(url: str, n: int) -> float:
@@ -56,6 +60,13 @@ def _python_keepalive(port: int, n: int) -> float:
     return (time.perf_counter() - t) / n
 
 
+def _go_keepalive(client: str, port: int, n: int) -> float:
+    # the pause: the tracer probes a new Go program at its next scan (once a second)
+    out = goprogs.client(client, f"https://127.0.0.1:{port}", "bench", n, "h1", GO_DELAY_MS)
+    assert len(out["replies"]) == n and len(out["locals"]) == 1
+    return float(out["elapsed_ns"]) / 1e9 / n
+
+
 def _count(sock: str, token: str, flt: str) -> int:
     out = subprocess.run(
         [SHARK, "dissect", "--attach", sock, "--token-file", token, "--filter", flt],
@@ -70,51 +81,65 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=None)
     args = ap.parse_args(argv)
     rounds = args.rounds or (1 if args.small else 5)
-    sizes = {"curl-new": 20, "curl-keepalive": 200, "python-keepalive": 200} if args.small else {
-        "curl-new": 200, "curl-keepalive": 3000, "python-keepalive": 3000}  # fmt: skip
+    sizes = {"curl-new": 20, "curl-keepalive": 200, "python-keepalive": 200,
+             "go-keepalive": 200} if args.small else {
+        "curl-new": 200, "curl-keepalive": 3000, "python-keepalive": 3000,
+        "go-keepalive": 3000}  # fmt: skip
     times: dict[str, dict[str, list[float]]] = {load: {p: [] for p in PHASES} for load in sizes}
     captured: dict[str, int] = {}
     expected: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="shark-bench-tls-") as tmp:
         cert, _ = tlspeers.make_cert(Path(tmp))
-        with tlspeers.nginx_tls("bench") as ngx, tlspeers.python_tls_server(cert) as (pyport, _):
-            url = f"https://127.0.0.1:{ngx.port}/api/items"
-            for r in range(rounds):
-                for phase in PHASES:
-                    store = f"{tmp}/store-{r}-{phase.replace(' ', '')}"
-                    sock, token = f"unix:{tmp}/sock", f"{tmp}/token"
-                    cap: Any = None
-                    if phase == "tcpdump":
-                        cap = subprocess.Popen(["tcpdump", "-i", "lo", "-w", "/dev/null", "-q"],
-                                               stderr=subprocess.DEVNULL)  # fmt: skip
-                        time.sleep(1.0)
-                    elif phase.startswith("daemon"):
-                        extra = ["--tls"] if phase.endswith("--tls") else []
-                        cap = Daemon(store, *extra, "--iface", "lo", "--listen", sock,
-                                     "--token-file", token)  # fmt: skip
-                        cap.wait_for("capturing on", timeout=60)
-                    try:
-                        times["curl-new"][phase].append(_curl_new(url, sizes["curl-new"]))
-                        times["curl-keepalive"][phase].append(
-                            _curl_keepalive(url, sizes["curl-keepalive"])
-                        )
-                        times["python-keepalive"][phase].append(
-                            _python_keepalive(pyport, sizes["python-keepalive"])
-                        )
-                        if phase == "daemon --tls" and r == 0:
-                            time.sleep(1.5)
-                            expected = {"nginx": sizes["curl-new"] + sizes["curl-keepalive"],
-                                        "python": sizes["python-keepalive"]}  # fmt: skip
-                            captured = {
-                                "nginx": _count(sock, token, f"tls and dst.port == {ngx.port}"),
-                                "python": _count(sock, token, f"tls and dst.port == {pyport}"),
-                            }
-                    finally:
-                        if isinstance(cap, Daemon):
-                            cap.stop()
-                        elif cap is not None:
-                            cap.terminate()
-                            cap.wait(10)
+        gobin = goprogs.build(f"{tmp}/go", {"plain": []})["plain"]
+        goserver, goport = goprogs.server(gobin["server"], cert)
+        try:
+            with tlspeers.nginx_tls("bench") as ngx, \
+                    tlspeers.python_tls_server(cert) as (pyport, _):
+                url = f"https://127.0.0.1:{ngx.port}/api/items"
+                for r in range(rounds):
+                    for phase in PHASES:
+                        store = f"{tmp}/store-{r}-{phase.replace(' ', '')}"
+                        sock, token = f"unix:{tmp}/sock", f"{tmp}/token"
+                        cap: Any = None
+                        if phase == "tcpdump":
+                            cap = subprocess.Popen(["tcpdump", "-i", "lo", "-w", "/dev/null", "-q"],
+                                                   stderr=subprocess.DEVNULL)  # fmt: skip
+                            time.sleep(1.0)
+                        elif phase.startswith("daemon"):
+                            extra = ["--tls"] if phase.endswith("--tls") else []
+                            cap = Daemon(store, *extra, "--iface", "lo", "--listen", sock,
+                                         "--token-file", token)  # fmt: skip
+                            cap.wait_for("capturing on", timeout=60)
+                        try:
+                            times["curl-new"][phase].append(_curl_new(url, sizes["curl-new"]))
+                            times["curl-keepalive"][phase].append(
+                                _curl_keepalive(url, sizes["curl-keepalive"])
+                            )
+                            times["python-keepalive"][phase].append(
+                                _python_keepalive(pyport, sizes["python-keepalive"])
+                            )
+                            times["go-keepalive"][phase].append(
+                                _go_keepalive(gobin["client"], goport, sizes["go-keepalive"])
+                            )
+                            if phase == "daemon --tls" and r == 0:
+                                time.sleep(1.5)
+                                expected = {"nginx": sizes["curl-new"] + sizes["curl-keepalive"],
+                                            "python": sizes["python-keepalive"],
+                                            "go": sizes["go-keepalive"]}  # fmt: skip
+                                captured = {
+                                    "nginx": _count(sock, token, f"tls and dst.port == {ngx.port}"),
+                                    "python": _count(sock, token, f"tls and dst.port == {pyport}"),
+                                    "go": _count(sock, token, f"tls and dst.port == {goport}"),
+                                }
+                        finally:
+                            if isinstance(cap, Daemon):
+                                cap.stop()
+                            elif cap is not None:
+                                cap.terminate()
+                                cap.wait(10)
+        finally:
+            goserver.terminate()
+            goserver.wait(10)
     res: dict[str, Any] = {"rounds": rounds, "sizes": sizes, "captured": captured,
                            "expected": expected, "loads": {}}  # fmt: skip
     head = f"{'load':<18}" + "".join(f"{p:>15}" for p in PHASES) + f"{'probes add':>13}"

@@ -16,7 +16,7 @@ def test_small_tls_bench_captures_every_request() -> None:
         pytest.fail("the TLS bench needs root (eBPF): run the suite as root")
     assert bench_tls.main(["--small"]) == 0
     res = json.loads((bench_tls.OUT / "tls-results-small.json").read_text())
-    assert res["captured"] == res["expected"] == {"nginx": 220, "python": 200}
-    for load in ("curl-new", "curl-keepalive", "python-keepalive"):
+    assert res["captured"] == res["expected"] == {"nginx": 220, "python": 200, "go": 200}
+    for load in ("curl-new", "curl-keepalive", "python-keepalive", "go-keepalive"):
         assert set(res["loads"][load]) == set(bench_tls.PHASES)
         assert all(v > 0 for v in res["loads"][load].values())

@@ -195,6 +195,9 @@ class OpenSSLTracer:
             self.bpf.attach_kprobe(event="tcp_recvmsg", fn_name="kp_tcp_recvmsg")
         if self.targets is not None:
             self.set_targets(self.targets)
+        # Go writes are copied at entry by a tail-called program (see openssl_bpf.c)
+        emit = self.bpf.load_func("go_emit_write", self.bcc.BPF.KPROBE)
+        self.bpf["go_tail"][ctypes.c_int(0)] = ctypes.c_int(emit.fd)
         self.bpf["events"].open_ring_buffer(self._on_event)
         self.probe_system()
         self.scan()
@@ -336,9 +339,9 @@ class OpenSSLTracer:
         table = self.bpf["lost"] if self.bpf is not None else None
         if table is None:
             return {}
-        vals = [table[ctypes.c_int(i)].value for i in range(3)]
+        vals = [table[ctypes.c_int(i)].value for i in range(4)]
         return {"ring_full_chunks": vals[0], "bytes_past_max_call": vals[1],
-                "unreadable_bytes": vals[2]}  # fmt: skip
+                "unreadable_bytes": vals[2], "go_writes_at_return": vals[3]}  # fmt: skip
 
     def _on_event(self, _ctx: Any, data: Any, size: int) -> None:
         raw = ctypes.string_at(data, size)

@@ -15,50 +15,30 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.daemonpeers import SHARK, Daemon
-from tests.ebpf import tlspeers
+from tests.ebpf import goprogs, tlspeers
 from tests.ebpf.test_openssl import export, header, tshark_fields, wait_entries
 
-GO_SRC = Path(__file__).parent / "go"
-VARIANTS = {"plain": [], "stripped": ["-ldflags=-s -w"], "pie": ["-buildmode=pie"]}
 # The client waits before its first call: the tracer probes a new program at its next scan
 # (once a second) and reading a binary with DWARF takes ~1 s; calls before that are missed.
-DELAY_MS = "5000"
-
-
-def go_tool() -> str:
-    for candidate in (shutil.which("go"), "/usr/lib/go-1.19/bin/go"):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    pytest.fail("go is missing: install golang-go (scripts/setup does)")
+DELAY_MS = 5000
 
 
 @pytest.fixture(scope="module")
 def gobins() -> Iterator[dict[str, dict[str, str]]]:
-    go = go_tool()
     with tempfile.TemporaryDirectory(prefix="shark-go-tls-") as tmp:
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": tmp,
-               "GOPATH": f"{tmp}/gopath", "GOCACHE": f"{tmp}/gocache", "GOFLAGS": "",
-               "GOPROXY": "off", "GO111MODULE": "off"}  # fmt: skip
-        bins: dict[str, dict[str, str]] = {}
-        for variant, flags in VARIANTS.items():
-            bins[variant] = {}
-            for prog in ("server", "client"):
-                src = Path(tmp, f"src-{prog}-{variant}")
-                src.mkdir()
-                shutil.copy(GO_SRC / f"{prog}.go", src / "main.go")
-                target = f"{tmp}/{prog}-{variant}"
-                subprocess.run([go, "build", *flags, "-o", target, "main.go"], cwd=src, env=env,
-                               check=True, timeout=600)  # fmt: skip
-                bins[variant][prog] = target
+        try:
+            bins = goprogs.build(tmp)
+        except goprogs.GoMissing as exc:
+            pytest.fail(str(exc))
         yield bins
 
 
@@ -78,20 +58,14 @@ def tls_daemon() -> Iterator[tuple[Daemon, str, str]]:
 
 
 def go_server(path: str, cert: Path) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen([path, str(cert), str(cert.with_name("key.pem"))],
-                            stdout=subprocess.PIPE, text=True)  # fmt: skip
-    assert proc.stdout is not None
-    return proc, int(proc.stdout.readline())
+    return goprogs.server(path, cert)
 
 
-def go_client(path: str, url: str, secret: str, n: int, mode: str) -> dict:  # type: ignore[type-arg]
-    out = subprocess.run([path, url, secret, str(n), mode, DELAY_MS], capture_output=True,
-                         text=True, check=True, timeout=120).stdout  # fmt: skip
-    result: dict = json.loads(out)  # type: ignore[type-arg]
-    return result
+def go_client(path: str, url: str, secret: str, n: int, mode: str) -> dict[str, Any]:
+    return goprogs.client(path, url, secret, n, mode, DELAY_MS)
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", list(goprogs.VARIANTS))
 def test_go_client_to_go_server_http1(
     gobins: dict[str, dict[str, str]], tls_daemon: tuple[Daemon, str, str], variant: str
 ) -> None:
@@ -153,3 +127,18 @@ def test_go_client_to_python_server_gives_each_exchange_once(
         assert header(e["request"], "X-Secret") == ["mixed-secret"]
     go_rows = [p for p in report["processes"] if p.get("go")]
     assert go_rows and all(p["go"]["version"].startswith("go1.") for p in go_rows)
+
+
+def test_go_writes_were_copied_at_entry_and_nothing_was_lost(
+    tls_daemon: tuple[Daemon, str, str],
+) -> None:
+    """After the checks above (module order): every Go write was copied by the tail-called
+    program at entry (none fell back to its RET) and no buffer was unreadable."""
+    _d, sock, token = tls_daemon
+    report = json.loads(subprocess.run(
+        [SHARK, "tls-status", "--attach", sock, "--token-file", token, "--json"],
+        capture_output=True, text=True, check=True, timeout=60).stdout)  # fmt: skip
+    lost = report["lost"]
+    assert lost["go_writes_at_return"] == 0, lost
+    assert lost["unreadable_bytes"] == 0, lost
+    assert lost["ring_full_chunks"] == 0, lost

@@ -37,6 +37,7 @@ func main() {
 	}
 	client := &http.Client{Transport: tr}
 	var replies []map[string]any
+	start := time.Now()
 	for i := 0; i < n; i++ {
 		req, _ := http.NewRequest("GET", fmt.Sprintf("%s/go/items/%d", os.Args[1], i), nil)
 		req.Header.Set("X-Secret", os.Args[2])
@@ -49,6 +50,7 @@ func main() {
 		resp.Body.Close()
 		replies = append(replies, map[string]any{"status": resp.StatusCode, "proto": resp.Proto, "body": string(body)})
 	}
-	out, _ := json.Marshal(map[string]any{"locals": locals, "replies": replies})
+	elapsed := time.Since(start).Nanoseconds()
+	out, _ := json.Marshal(map[string]any{"locals": locals, "replies": replies, "elapsed_ns": elapsed})
 	fmt.Println(string(out))
 }
