@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -162,6 +163,20 @@ def add_daemon_parser(sub: Any) -> None:
     d.add_argument("--token-file", default=None, metavar="F", help="the clients' token")
     d.add_argument("--tls", action="store_true", help="capture TLS plaintext with eBPF")
     d.add_argument("--tls-if-possible", action="store_true", help=argparse.SUPPRESS)
+    k = d.add_argument_group("cluster (--kube)")
+    k.add_argument("--kube", action="store_true",
+                   help="cluster-aware: name pods and capture the targeted ones in their "
+                   "network namespaces")  # fmt: skip
+    k.add_argument("--kubeconfig", default=None, metavar="F",
+                   help="default: $KUBECONFIG, ~/.kube/config, or the pod's "
+                   "service account")  # fmt: skip
+    k.add_argument("--context", default=None, metavar="C", help="kubeconfig context")
+    k.add_argument("--node", default=os.environ.get("NODE_NAME") or None, metavar="NAME",
+                   help="this node (default $NODE_NAME, from the downward API; none: pods "
+                   "found on this host)")  # fmt: skip
+    k.add_argument("--pods", default="", metavar="REGEX", help="targeted pods (default all)")
+    k.add_argument("-n", "--namespace", dest="namespaces", action="append", default=[],
+                   metavar="NS", help="targeted namespace (repeatable; default all)")  # fmt: skip
     d.add_argument("--segment-bytes", type=parse_size, default=None, metavar="SIZE",
                    help=argparse.SUPPRESS)  # fmt: skip
     d.add_argument("--segment-age", type=parse_duration, default=None, metavar="DURATION",
@@ -593,6 +608,13 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             netns.resolve(spec)
         except netns.NetnsError as exc:
             raise UsageError(f"--netns: {exc}") from None
+    kube_flags = args.kubeconfig or args.context or args.pods or args.namespaces
+    if kube_flags and not args.kube:
+        raise UsageError("--kubeconfig, --context, --pods and --namespace need --kube")
+    try:
+        re.compile(args.pods)
+    except re.error as exc:
+        raise UsageError(f"--pods: bad regex {args.pods!r}: {exc}") from None
     from shark_tui.engine.server import default_token_path, ensure_token, parse_listen
 
     try:
@@ -622,6 +644,12 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         token=token,
         tls=args.tls or args.tls_if_possible,
         tls_optional=args.tls_if_possible,
+        kube=args.kube,
+        kubeconfig=args.kubeconfig,
+        context=args.context,
+        node=args.node,
+        pods=args.pods,
+        namespaces=args.namespaces,
     )
     daemon = Daemon(config)
 

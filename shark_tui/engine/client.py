@@ -255,6 +255,16 @@ class Client:
         assert isinstance(reply, wire.StatsChanged)
         return reply.stats
 
+    async def set_targets(
+        self, pods: str = "", namespaces: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Target pods on a ``--kube`` daemon (a regex on pod names, namespaces; empty: all);
+        its status after the change. `RequestFailed` without ``--kube`` or for a bad regex."""
+        msg = wire.SetTargets(req=next(self._req), pods=pods, namespaces=list(namespaces or []))
+        reply = await self._call(msg)
+        assert isinstance(reply, wire.StatsChanged)
+        return reply.stats
+
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()

@@ -12,6 +12,10 @@ Three kinds of threads and who owns what:
 - the supervisor (the thread calling `Daemon.run`): one rtnetlink watcher per namespace, opens
   a source for every link that is up (or every named one) and for links that appear later,
   stops sources whose link went away, and writes ``status.json`` in the store every second.
+  With ``--kube`` (`cluster`) it also follows the targeted pods: every `RETARGET_INTERVAL` (and
+  at once when a client changes the targets) it finds their network namespaces on this host
+  and captures inside each (``NS/POD/eth0``, and ``lo`` beside a sidecar proxy); the pods'
+  history (`kube.KubeWatcher` → `PodMap`, kept beside the segments) names the entries' ends.
 
 `Daemon.stop` (SIGTERM/SIGINT) stops the sources, lets the writer drain the queue, and closes
 the current segment. A `kill -9` leaves the segments as they were last flushed (at most half a
@@ -30,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Final, TextIO
 
-from shark_tui.engine import netlink, netns
+from shark_tui.engine import cluster, netlink, netns, podnet
 from shark_tui.engine.capture import BatchQueue, CaptureError, CaptureSource
 from shark_tui.engine.reorder import Reorderer
 from shark_tui.engine.server import Server
@@ -39,6 +43,8 @@ from shark_tui.engine.store import Recorder
 __all__ = ["Daemon", "DaemonConfig", "capture_filter", "default_store_dir"]
 
 STATUS_INTERVAL: Final = 1.0
+RETARGET_INTERVAL: Final = 2.0
+"""Seconds between two looks for the targeted pods' namespaces (``--kube``)."""
 PACKET_META: Final = 16
 """Bytes of `CaptureSource` batch metadata per packet (``next_batch``'s records)."""
 DEFAULT_FILTER: Final = "tcp"
@@ -76,15 +82,29 @@ class DaemonConfig:
     token: str = ""
     tls: bool = False  # eBPF TLS plaintext (shark_tui.ebpf), on the ``tls`` source
     tls_optional: bool = False  # without eBPF, carry on without TLS (the TUI's own daemon)
+    kube: bool = False  # cluster-aware: watch pods, capture the targeted ones (`cluster`)
+    kubeconfig: str | None = None  # None: $KUBECONFIG, ~/.kube/config, or in-cluster
+    context: str | None = None
+    node: str | None = None  # this node's name (downward API); None: pods found on this host
+    pods: str = ""  # targeted pods: a regex on names ("" every pod)
+    namespaces: list[str] = field(default_factory=list)  # targeted namespaces (empty: all)
 
 
 class _Namespace:
-    """One network namespace being watched: its label, path and link watcher."""
+    """One network namespace being watched: its label, path and link watcher (``pod``: the
+    targeted pod it belongs to, with ``--kube``)."""
 
-    def __init__(self, path: str | None, label: str, watcher: netlink.LinkWatcher) -> None:
+    def __init__(
+        self,
+        path: str | None,
+        label: str,
+        watcher: netlink.LinkWatcher,
+        pod: cluster.PodSource | None = None,
+    ) -> None:
         self.path = path
         self.label = label
         self.watcher = watcher
+        self.pod = pod
         self.links: dict[str, netlink.Link] = {}
 
     def source_name(self, ifname: str) -> str:
@@ -124,6 +144,10 @@ class Daemon:
         self.tls_error: str | None = None  # why TLS capture is not running, when asked for
         self.paused = False
         self.paused_packets: dict[int, int] = {}  # source id -> packets let go while paused
+        self.kube: Any = None  # kube.KubeWatcher with --kube
+        self.targets = cluster.Targets(config.pods, tuple(config.namespaces))
+        self._retarget_at = 0.0  # monotonic; 0: now
+        self.pod_sources: dict[str, cluster.PodSource] = {}  # targeted pods captured, by label
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -152,6 +176,7 @@ class Daemon:
                 log=self.say,
                 tls_status=self.tls_status,
                 pause=self.set_paused,
+                set_targets=self.set_targets if self.config.kube else None,
             )
             try:
                 self.server.start()
@@ -163,11 +188,17 @@ class Daemon:
             if self.server is not None:
                 self.server.stop()
             return 1
+        if self.config.kube and not self._start_kube():
+            if self.server is not None:
+                self.server.stop()
+            return 1
         self._open_namespaces()
         self._writer.start()
         for ns in self.namespaces:
             self._sync(ns)
-        if not self.sources:
+        if self.config.kube:
+            self._retarget()
+        if not self.sources and not self.config.kube:
             why = "; ".join(self.failed.values()) or (
                 f"none of {', '.join(self.config.ifaces)} is up here"
                 if self.config.ifaces
@@ -179,7 +210,8 @@ class Daemon:
             if self.server is not None:
                 self.server.stop()
             return 1
-        self.say(f"capturing on {', '.join(sorted(self.sources))} (filter: {self.bpf})")
+        self.say(f"capturing on {', '.join(sorted(self.sources)) or '(no targeted pod yet)'} "
+                 f"(filter: {self.bpf})")  # fmt: skip
         self._running = True
         next_status = 0.0
         try:
@@ -193,6 +225,8 @@ class Daemon:
                     if ns.watcher.fileno() in ready:
                         self._on_links(ns)
                 now = time.monotonic()
+                if self.config.kube and now >= self._retarget_at:
+                    self._retarget()
                 if now >= next_status:
                     next_status = now + STATUS_INTERVAL
                     self._reap()
@@ -200,6 +234,68 @@ class Daemon:
         finally:
             self._shutdown()
         return 0
+
+    def _start_kube(self) -> bool:
+        """Watch the cluster's pods, services and endpoint slices into the store's history."""
+        from shark_tui.engine.kube import KubeError, KubeWatcher, load_client
+
+        try:
+            client = load_client(self.config.kubeconfig, self.config.context)
+        except KubeError as exc:
+            self.say(f"error: --kube: {exc}")
+            return False
+        with self.lock:
+            names = self.recorder.attach_names()
+        self.kube = KubeWatcher(names, client)
+        self.kube.start()
+        if not self.kube.ready.wait(10.0):
+            self.say(f"warning: --kube: the pods are not listed yet "
+                     f"({self.kube.last_error or 'no answer'}); carrying on")  # fmt: skip
+        node = self.config.node or "(any: pods found on this host)"
+        self.say(f"cluster: node {node}, targets {self.targets.describe()}")
+        return True
+
+    def set_targets(self, pods: str, namespaces: list[str]) -> None:
+        """Capture these pods from now on (a `wire.SetTargets`; safe from any thread).
+        ValueError for a bad regex."""
+        self.targets = cluster.Targets(pods, tuple(namespaces))
+        self._retarget_at = 0.0
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"t")
+
+    def _retarget(self) -> None:
+        """Capture inside the targeted pods' namespaces; stop on the ones no longer targeted
+        (or gone)."""
+        self._retarget_at = time.monotonic() + RETARGET_INTERVAL
+        names = self.recorder.names
+        if names is None:
+            return
+        pods = cluster.targeted(names, self.config.node, self.targets)
+        wanted = cluster.plan(pods, podnet.scan()) if pods else {}
+        for ns in [n for n in self.namespaces if n.pod is not None]:
+            want = wanted.get(ns.label)
+            if want is None or want.inode != ns.pod.inode:  # type: ignore[union-attr]
+                for name in [n for n in self.sources if self._in_ns(n, ns)]:
+                    self._drop(name, "pod no longer targeted" if want is None else "pod changed")
+                ns.watcher.close()
+                self.namespaces.remove(ns)
+                self.pod_sources.pop(ns.label, None)
+        for label, pod in wanted.items():
+            if label in self.pod_sources:
+                continue
+            try:
+                with netns.switched(pod.path):
+                    watcher = netlink.LinkWatcher()
+            except OSError as exc:  # its process went between the scan and now: next time
+                self.failed[label] = f"{label}: cannot enter its network namespace: {exc}"
+                continue
+            self.failed.pop(label, None)
+            ns = _Namespace(pod.path, label, watcher, pod)
+            self.namespaces.append(ns)
+            self.pod_sources[label] = pod
+            self._sync(ns)
+            extra = f", with its {pod.sidecar} sidecar's lo" if pod.sidecar else ""
+            self.say(f"pod {label} ({', '.join(pod.ips)}): capturing in its namespace{extra}")
 
     def _start_tls(self) -> bool:
         from shark_tui.ebpf.capture import EbpfUnavailable, TlsCapture
@@ -250,6 +346,8 @@ class Daemon:
         if self.tls is not None:
             self.tls.stop()
             self.tls.join()
+        if self.kube is not None:
+            self.kube.stop()
         self._stopping.set()
         self.queue.wake()
         self._writer.join()
@@ -265,6 +363,8 @@ class Daemon:
     # -- namespaces and links -------------------------------------------------------------------
 
     def _open_namespaces(self) -> None:
+        if self.config.kube and not self.config.ifaces and not self.config.netns:
+            return  # the targeted pods' namespaces only (`_retarget`)
         if not self.config.netns:
             self.namespaces.append(_Namespace(None, "", netlink.LinkWatcher()))
             return
@@ -277,6 +377,8 @@ class Daemon:
     def _wanted(self, ns: _Namespace, link: netlink.Link) -> bool:
         if not link.up:
             return False
+        if ns.pod is not None:  # a targeted pod: its interfaces, lo only beside a sidecar
+            return link.name != "lo" or ns.pod.sidecar is not None
         if not self.config.ifaces:
             return True
         return link.name in self.config.ifaces or ns.source_name(link.name) in self.config.ifaces
@@ -430,6 +532,15 @@ class Daemon:
         st["capturing"] = sorted(self.sources)
         st["paused"] = self.paused
         st["failed"] = dict(self.failed)
+        if self.config.kube:
+            kube = self.kube
+            st["kube"] = {
+                "node": self.config.node,
+                "targets": self.targets.describe(),
+                "pods": sorted(self.pod_sources),
+                "watch": kube.stats if kube is not None else {},
+                "error": kube.last_error if kube is not None else None,
+            }
         return st
 
     def write_status(self) -> None:

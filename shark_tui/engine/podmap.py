@@ -390,6 +390,12 @@ class PodMap:
                 )
         return out
 
+    def live_pods(self) -> list[tuple[str, str, str, tuple[str, ...]]]:
+        """``(namespace, name, node, addresses)`` of every pod holding addresses now."""
+        with self._lock:
+            pods = [c for (kind, _), c in self._objects.items() if kind == "Pod" and c.ips]
+        return [(c.ns, c.name, c.node, tuple(c.ips)) for c in pods]
+
     @property
     def interval_count(self) -> int:
         return self._total

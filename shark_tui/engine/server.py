@@ -136,9 +136,11 @@ class Server:
         log: Callable[[str], None] = lambda line: None,
         tls_status: Callable[[], dict[str, Any]] | None = None,
         pause: Callable[[bool], None] | None = None,
+        set_targets: Callable[[str, list[str]], None] | None = None,
     ) -> None:
         self.recorder = recorder
         self.pause = pause
+        self.set_targets = set_targets
         self.capabilities = CAPABILITIES + (["pause"] if pause is not None else [])
         self.tls_status = tls_status
         self.lock = lock
@@ -392,6 +394,19 @@ class Server:
             for w in self._clients:  # every watcher sees the change now, not in a second
                 if w.authed and w.stats_req >= 0:
                     self._send(w, wire.StatsChanged(req=w.stats_req, stats=st))
+        elif isinstance(msg, wire.SetTargets):
+            if self.set_targets is None:
+                why = "no pods to target: this daemon runs without --kube"
+                self._send(c, wire.Failed(req=msg.req, error=why))
+                return True
+            try:
+                self.set_targets(msg.pods, list(msg.namespaces))
+            except ValueError as exc:
+                self._send(c, wire.Failed(req=msg.req, error=str(exc)))
+                return True
+            self.log(f"targets: pods {msg.pods or '(any)'!r}, namespaces "
+                     f"{', '.join(msg.namespaces) or '(any)'} (client {c.peer})")  # fmt: skip
+            self._send(c, wire.StatsChanged(req=msg.req, stats=self.full_status()))
         # anything else (Unknown, or a push type a client should not send) is ignored
         return True
 

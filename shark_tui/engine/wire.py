@@ -39,6 +39,7 @@ __all__ = [
     "Message",
     "Pause",
     "ProtocolError",
+    "SetTargets",
     "Stats",
     "StatsChanged",
     "StreamData",
@@ -222,6 +223,17 @@ class Failed(Message):
     fatal: bool = False
 
 
+class SetTargets(Message):
+    """Which pods a cluster-aware daemon captures (``pods``: a regex on pod names, "" every
+    pod; ``namespaces``: empty, every namespace), changed live. Answered with `StatsChanged`
+    (``targets`` in it), or `Failed` from a daemon without ``--kube`` or for a bad regex."""
+
+    TYPE: ClassVar[int] = 24
+    req: int = 0
+    pods: str = ""
+    namespaces: list[str] = []
+
+
 class Unknown(Message):
     """A frame of a type this side does not know: ignore it."""
 
@@ -232,7 +244,7 @@ _TYPES: Final[dict[int, type[Message]]] = {
     cls.TYPE: cls
     for cls in (
         Hello, Subscribe, Unsubscribe, GetEntry, GetStream, Export, Stats, TlsStatus, Pause,
-        EntriesAppended, CaughtUp, StatsChanged, EntryDetail, ExportChunk, ExportDone,
+        SetTargets, EntriesAppended, CaughtUp, StatsChanged, EntryDetail, ExportChunk, ExportDone,
         TlsStatusReport, StreamData, Failed,
     )
 }  # fmt: skip
