@@ -108,6 +108,9 @@ class CaptureSource:
             "batches": 0,
         }
         self.error: str | None = None
+        self._new_bpf: str | None = None  # set by `set_filter`, applied by the thread
+        self._filter_set = threading.Event()
+        self.error_filter: str | None = None
         self._stop_r, self._stop_w = os.pipe()
         self._opened = threading.Event()
         self._thread = threading.Thread(
@@ -130,6 +133,14 @@ class CaptureSource:
     def stop(self) -> None:
         with contextlib.suppress(OSError):
             os.write(self._stop_w, b"x")
+
+    def set_filter(self, bpf: str, wait: float = 1.0) -> bool:
+        """Capture with ``bpf`` from now on: the capture thread applies it (within 200 ms);
+        returns once it did (True), or after ``wait`` seconds (False). A filter libpcap refuses
+        leaves the old one, and says so in ``error_filter``."""
+        self._filter_set.clear()
+        self._new_bpf = bpf
+        return self._filter_set.wait(wait)
 
     def join(self, timeout: float = 2.0) -> None:
         self._thread.join(timeout)
@@ -199,6 +210,15 @@ class CaptureSource:
             except pcapy.PcapError as exc:
                 self.error = _explain(self.ifname, exc)
                 return
+            if self._new_bpf is not None:
+                bpf, self._new_bpf = self._new_bpf, None
+                try:
+                    h.setfilter(bpf)
+                    self.bpf = bpf
+                except pcapy.PcapError as exc:
+                    counters["filter_errors"] = counters.get("filter_errors", 0) + 1
+                    self.error_filter = f"{bpf!r}: {exc}"
+                self._filter_set.set()
             now = time.monotonic()
             if now >= next_stats:
                 next_stats = now + 1.0

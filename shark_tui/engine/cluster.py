@@ -10,7 +10,8 @@ host's processes (`podnet.scan`): its ``eth0``, and also its ``lo`` when a sidec
 
 Interfaces of the host named with ``--iface`` get a kernel BPF filter built from the targeted
 pods' addresses (`host_filter`); past `MAX_BPF_HOSTS` addresses the filter would cost more per
-packet than it saves and is left out (the host interfaces then record every TCP packet).
+packet than it saves and is left out (the host interfaces then record every TCP packet); with
+no pod targeted they record nothing.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from dataclasses import dataclass
 from shark_tui.engine.podmap import PodMap
 from shark_tui.engine.podnet import NetNs, find
 
-__all__ = ["MAX_BPF_HOSTS", "PodSource", "Targets", "host_filter", "plan", "targeted"]
+__all__ = ["MAX_BPF_HOSTS", "NOTHING", "PodSource", "Targets", "host_filter", "plan", "targeted"]
 
 MAX_BPF_HOSTS = 64
+#: A BPF expression no packet matches (no pod targeted: the host interfaces record nothing).
+NOTHING = "less 1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +96,11 @@ def plan(
 
 
 def host_filter(ips: Iterable[str]) -> str:
-    """``host A or host B …`` for the targeted pods' addresses, or "" when there are none or
-    more than `MAX_BPF_HOSTS`."""
+    """``host A or host B …`` for the targeted pods' addresses; `NOTHING` when there are none;
+    "" (no narrowing) past `MAX_BPF_HOSTS`."""
     unique = sorted(set(ips))
-    if not unique or len(unique) > MAX_BPF_HOSTS:
+    if not unique:
+        return NOTHING
+    if len(unique) > MAX_BPF_HOSTS:
         return ""
     return " or ".join(f"host {ip}" for ip in unique)

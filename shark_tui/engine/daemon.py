@@ -14,8 +14,10 @@ Three kinds of threads and who owns what:
   stops sources whose link went away, and writes ``status.json`` in the store every second.
   With ``--kube`` (`cluster`) it also follows the targeted pods: every `RETARGET_INTERVAL` (and
   at once when a client changes the targets) it finds their network namespaces on this host
-  and captures inside each (``NS/POD/eth0``, and ``lo`` beside a sidecar proxy); the pods'
-  history (`kube.KubeWatcher` → `PodMap`, kept beside the segments) names the entries' ends.
+  and captures inside each (``NS/POD/eth0``, and ``lo`` beside a sidecar proxy) — or, with
+  ``--iface``, on those host interfaces, whose kernel filter then names the targeted pods'
+  addresses (and inside a pod only the ``lo`` of a sidecar); the pods' history
+  (`kube.KubeWatcher` → `PodMap`, kept beside the segments) names the entries' ends.
 
 `Daemon.stop` (SIGTERM/SIGINT) stops the sources, lets the writer drain the queue, and closes
 the current segment. A `kill -9` leaves the segments as they were last flushed (at most half a
@@ -31,6 +33,7 @@ import select
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, TextIO
 
@@ -118,7 +121,11 @@ class Daemon:
         self.config = config
         self.log = log
         own_port = config.listen[1] if isinstance(config.listen, tuple) else 0
+        self._own_port = own_port
         self.bpf = capture_filter(config.bpf, own_port)
+        #: the filter of the host's interfaces: with --kube, narrowed to the targeted pods'
+        #: addresses (`cluster.host_filter`)
+        self.host_bpf = self.bpf
         self.queue = BatchQueue()
         self.recorder = Recorder(
             config.store,
@@ -271,6 +278,7 @@ class Daemon:
         if names is None:
             return
         pods = cluster.targeted(names, self.config.node, self.targets)
+        self._narrow_host_filter(ip for _ns, _name, ips in pods for ip in ips)
         wanted = cluster.plan(pods, podnet.scan()) if pods else {}
         for ns in [n for n in self.namespaces if n.pod is not None]:
             want = wanted.get(ns.label)
@@ -283,6 +291,8 @@ class Daemon:
         for label, pod in wanted.items():
             if label in self.pod_sources:
                 continue
+            if self.config.ifaces and pod.sidecar is None:
+                continue  # --iface: the host side has its traffic; nothing to take inside
             try:
                 with netns.switched(pod.path):
                     watcher = netlink.LinkWatcher()
@@ -294,8 +304,28 @@ class Daemon:
             self.namespaces.append(ns)
             self.pod_sources[label] = pod
             self._sync(ns)
+            what = "its lo" if self.config.ifaces else "in its namespace"
             extra = f", with its {pod.sidecar} sidecar's lo" if pod.sidecar else ""
-            self.say(f"pod {label} ({', '.join(pod.ips)}): capturing in its namespace{extra}")
+            self.say(f"pod {label} ({', '.join(pod.ips)}): capturing {what}{extra}")
+
+    def _narrow_host_filter(self, ips: Iterable[str]) -> None:
+        """Host interfaces (``--iface`` with ``--kube``) capture the targeted pods' traffic
+        only: their BPF filter names those addresses (all TCP past `cluster.MAX_BPF_HOSTS`)."""
+        hosts = cluster.host_filter(ips)
+        user = self.config.bpf.strip()
+        expr = " and ".join(f"({x})" for x in (user, hosts) if x)
+        bpf = capture_filter(expr, self._own_port)
+        if bpf == self.host_bpf:
+            return
+        self.host_bpf = bpf
+        late = []
+        for ns in self.namespaces:
+            if ns.pod is None:
+                for name in [n for n in self.sources if self._in_ns(n, ns)]:
+                    if not self.sources[name].set_filter(bpf):
+                        late.append(name)
+        self.say(f"host interfaces: filter {bpf}"
+                 + (f" (not yet applied on {', '.join(late)})" if late else ""))  # fmt: skip
 
     def _start_tls(self) -> bool:
         from shark_tui.ebpf.capture import EbpfUnavailable, TlsCapture
@@ -378,7 +408,9 @@ class Daemon:
         if not link.up:
             return False
         if ns.pod is not None:  # a targeted pod: its interfaces, lo only beside a sidecar
-            return link.name != "lo" or ns.pod.sidecar is not None
+            if link.name == "lo":
+                return ns.pod.sidecar is not None
+            return not self.config.ifaces  # --iface: its traffic is taken on the host side
         if not self.config.ifaces:
             return True
         return link.name in self.config.ifaces or ns.source_name(link.name) in self.config.ifaces
@@ -422,7 +454,8 @@ class Daemon:
         with self.lock:
             desc = f"netns {ns.path}" if ns.path else ""
             sid = self.recorder.source(name, 1, description=desc)
-        src = CaptureSource(sid, link.name, self.bpf, self.queue, ns.path, self._on_exit)
+        bpf = self.bpf if ns.pod is not None else self.host_bpf
+        src = CaptureSource(sid, link.name, bpf, self.queue, ns.path, self._on_exit)
         try:
             src.start()
         except CaptureError as exc:
@@ -530,6 +563,7 @@ class Daemon:
         st["writer_errors"] = self.writer_errors
         st["reorder"] = dict(self.reorder_stats)
         st["capturing"] = sorted(self.sources)
+        st["filters"] = {name: src.bpf for name, src in sorted(self.sources.items())}
         st["paused"] = self.paused
         st["failed"] = dict(self.failed)
         if self.config.kube:

@@ -279,3 +279,48 @@ def test_envoy_sidecar_lo_hop_is_captured(
     # the app <-> sidecar hop: plaintext on the pod's lo
     assert (inner["src"]["ip"], inner["dst"]["ip"]) == ("127.0.0.1", "127.0.0.1")
     assert (inner["method"], inner["status"]) == ("GET", 404)
+
+
+def test_host_interface_filter_follows_the_targets(
+    cluster: tuple[ApiServer, Node, Path], tmp_path: Path
+) -> None:
+    """``--iface`` (the pods' host-side veths) with ``--kube``: the kernel filter names the
+    targeted pods' addresses, and changes with the targets."""
+    api, node, kubeconfig = cluster
+    web, shop_api, db_client, db = node.pods
+    for name, ns, pod in (("web-0", "shop", web), ("api-0", "shop", shop_api),
+                          ("worker-0", "db", db_client), ("store-0", "db", db)):  # fmt: skip
+        api.create(k8s_pod(name, ns, pod))
+    http_server(shop_api)
+    http_server(db)
+    veths = [arg for p in node.pods for arg in ("--iface", p.host_veth)]
+    d, sock, token = start_daemon(tmp_path, kubeconfig, *veths, "-n", "shop")
+    try:
+        line = d.wait_for("host interfaces: filter", timeout=20)
+        assert f"host {web.ip}" in line and f"host {shop_api.ip}" in line
+        assert db.ip not in line
+        assert not any("capturing in its namespace" in x for x in d.lines)  # host side only
+
+        def calls(tag: str) -> set[str]:
+            assert curl(web, f"http://{shop_api.ip}:{HTTP_PORT}/shop/{tag}") == 404
+            assert curl(db_client, f"http://{db.ip}:{HTTP_PORT}/db/{tag}") == 404
+            wait_entries(sock, token, f'path ~ "/{tag}$"', 1)
+            time.sleep(1.0)
+            return {e["summary"].split("/")[1]
+                    for e in entries(sock, token, f'path ~ "/{tag}$"')}  # fmt: skip
+
+        got = calls("one")
+        status = json.loads((tmp_path / "store" / "status.json").read_text())
+        assert got == {"shop"}, status["filters"]
+        mark = len(d.lines)
+        set_targets(sock, token, namespaces=["db"])
+        line = d.wait_for("host interfaces: filter", timeout=20, after=mark)
+        assert f"host {db.ip}" in line and web.ip not in line
+        time.sleep(0.5)  # the capture thread applies it within 200 ms
+        assert calls("two") == {"db"}
+        mark = len(d.lines)
+        set_targets(sock, token, pods="^nothing-matches$")
+        line = d.wait_for("host interfaces: filter", timeout=20, after=mark)
+        assert "less 1" in line
+    finally:
+        d.stop()
