@@ -105,7 +105,7 @@ class SharkApp(App[None]):
 
     def __init__(self, links: list[tuple[str, str]], *, clock: Any = time.time) -> None:
         super().__init__()
-        self.store = RowStore()
+        self.store = RowStore(twins=len(links) > 1)  # one call seen by two daemons: one row
         self.links = [DaemonLink(self, address, token) for address, token in links]
         self.filter_text = ""
         self.toggled: set[str] = set()
@@ -227,6 +227,7 @@ class SharkApp(App[None]):
             filter=self.effective_filter(),
             sort=f"{self.store.sort_by} {arrow(self.store.descending)}",
             retry_in=max(0, ceil(min(waits))) if waits else None,
+            twice=self.store.duplicates,
         )
 
     # -- filtering -------------------------------------------------------------------------------

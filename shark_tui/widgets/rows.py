@@ -3,6 +3,14 @@
 No Textual here: the model is plain Python so it can be tested and measured on its own. A row
 holds only what the list shows and sorts by; the full entry is fetched from its daemon when
 the user opens it.
+
+A call between two nodes is seen by both nodes' daemons (the client's and the server's), each
+with its own id. With several daemons attached (`RowStore(twins=True)`) such a call is one row:
+a row whose call — proto, both ends' ip:port (`Row.ends`), method, summary and status — matches
+a row already held (or pending) from another node, at a time within `TWIN_SECONDS`, is dropped
+and counted (`RowStore.duplicates`). Rows of one node are never merged: a client that sends the
+same request twice made two calls. Each row absorbs one copy: a call has two ends, and a third
+daemon's copy (a proxy's node in between) shows.
 """
 
 from __future__ import annotations
@@ -11,16 +19,18 @@ import sys
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from itertools import chain
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any, NamedTuple, overload
 
 __all__ = [
     "COLUMNS",
     "MAX_ROWS",
     "MAX_SEEN",
+    "TWIN_SECONDS",
     "Row",
     "RowStore",
     "endpoint",
+    "ends",
     "row_of",
 ]
 
@@ -29,6 +39,15 @@ MAX_ROWS = 1_000_000
 MAX_SEEN = 100_000
 #: Rows of a cleared list freed per `RowStore.reap` (a few milliseconds' work).
 REAP_ROWS = 20_000
+#: How far apart the times of two daemons' copies of one call may be. Both saw the same
+#: packets, so what differs is the nodes' clock skew (NTP keeps it to milliseconds) plus the
+#: one-way delay between them; a second is generous for both, and short enough that the same
+#: call made again (a health check, a poll) rarely falls within it — when it does, each copy
+#: still absorbs only one copy of the other node's (the nearest in time), so counts stay right.
+TWIN_SECONDS = 1.0
+#: Width of the time buckets twins are looked for in: a copy within TWIN_SECONDS of a row lies
+#: in the row's bucket or in the neighbour on the nearer side.
+_SPAN = 2 * TWIN_SECONDS
 
 
 class Row(NamedTuple):
@@ -46,9 +65,26 @@ class Row(NamedTuple):
     error: str
     src: str
     dst: str
+    #: both ends as seen on the wire (ip, port, ip, port), whatever the pods are called, hashed:
+    #: part of what tells another daemon's copy of the same call; 0 (unknown) is never merged
+    ends: int = 0
+
+
+class _Twin(NamedTuple):
+    """A row held that stands for a call another node's daemon also sent, and which copy that
+    was (dropped; remembered so that the same copy sent again — its daemon reconnected — is
+    dropped again rather than taken for another call)."""
+
+    kept: Row
+    node: str
+    id: str
+    ts: float
 
 
 _intern = sys.intern
+#: what two daemons' copies of a call have in common (besides a time within TWIN_SECONDS)
+_CALL = ("ends", "proto", "method", "summary", "status")
+_call = itemgetter(*map(Row._fields.index, _CALL))
 
 
 def endpoint(e: dict[str, Any] | None) -> str:
@@ -63,8 +99,19 @@ def endpoint(e: dict[str, Any] | None) -> str:
     return _intern(f"[{ip}]:{e.get('port')}" if ":" in ip else f"{ip}:{e.get('port')}")
 
 
+def ends(src: Any, dst: Any) -> int:
+    """`Row.ends` of an entry's ``src`` and ``dst``. A hash rather than the text: an int costs a
+    third of an ``ip:port>ip:port`` string per row, and two calls' ends hashing alike (one
+    chance in 2**64) would also need the same method, summary and status at the same second."""
+    try:
+        return hash((src["ip"], src["port"], dst["ip"], dst["port"])) or 1
+    except (KeyError, TypeError):
+        return 0
+
+
 def row_of(node: str, e: dict[str, Any]) -> Row:
     status = e.get("status")
+    src, dst = e.get("src"), e.get("dst")
     return Row(
         ts=float(e.get("ts") or 0.0),
         node=node,
@@ -78,8 +125,9 @@ def row_of(node: str, e: dict[str, Any]) -> Row:
         response_size=e.get("response_size"),
         tls=bool(e.get("tls")),
         error=str(e.get("error") or ""),
-        src=endpoint(e.get("src")),
-        dst=endpoint(e.get("dst")),
+        src=endpoint(src),
+        dst=endpoint(dst),
+        ends=ends(src, dst),
     )
 
 
@@ -164,9 +212,17 @@ class RowStore:
     filter changes, for the pod picker.
 
     `resume(node)` … `resumed(node)` bracket the backlog a daemon sends again after a
-    reconnect: rows of that node already held are not added a second time."""
+    reconnect: rows of that node already held are not added a second time.
 
-    def __init__(self, cap: int = MAX_ROWS) -> None:
+    With ``twins`` (more than one daemon attached) another node's copy of a call held is
+    dropped (see the module docstring); without, nothing is spent on it. `_calls` finds twins:
+    (call, time bucket) → the rows held or pending of that call, each once (a `Row`; a `_Twin`
+    once it has absorbed another node's copy; a list when several share the bucket). A row
+    leaves it when it leaves the list (the cap, `clear`), so it is no bigger than the list. (It
+    is kept from the first row, not built when a second node's rows come: by then a million
+    rows may be held, a second's work on the UI thread.)"""
+
+    def __init__(self, cap: int = MAX_ROWS, *, twins: bool = False) -> None:
         self.cap = cap
         self.rows: list[Row] = []
         self._pending: list[Row] = []
@@ -183,6 +239,11 @@ class RowStore:
         #: the rows of cleared lists, freed by `reap` a slice at a time: freeing 200,000 rows
         #: at once takes ~40 ms, on the keystroke that asked for another filter
         self._dead: list[list[Row]] = []
+        #: rows dropped as another node's copy of a call held (since the list was last cleared)
+        self.duplicates = 0
+        self._settled_duplicates = 0
+        self._calls: dict[int, Any] | None = {} if twins else None  # see the class docstring
+        self._dead_calls: list[dict[int, Any]] = []
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -318,7 +379,11 @@ class RowStore:
         known = self._known
         if known:
             rows = [r for r in rows if (k := known.get(r.node)) is None or k.get(r.id) != r.ts]
-        self._pending.extend(rows)
+        if self._calls is None:
+            self._pending.extend(rows)
+        else:
+            twin = self._twin
+            self._pending.extend([r for r in rows if not twin(r)])
 
     @property
     def pending(self) -> int:
@@ -333,9 +398,11 @@ class RowStore:
         self._known.pop(node, None)
 
     def settle(self) -> bool:
-        """Merge pending rows in; True when anything changed."""
+        """Merge pending rows in; True when anything changed (rows, or `duplicates`)."""
+        twins = self.duplicates != self._settled_duplicates
+        self._settled_duplicates = self.duplicates
         if not self._pending:
-            return False
+            return twins
         new = self._pending
         self._pending = []
         new.sort(key=_key)
@@ -362,6 +429,10 @@ class RowStore:
             gone = self.rows[:over]
             del self.rows[:over]
             self.dropped += over
+            if self._calls is not None:
+                forget = self._forget
+                for r in gone:
+                    forget(r)
             view = self._view
             if view:
                 cut = bisect_left(view, _key(self.rows[0]), key=_key)
@@ -382,10 +453,86 @@ class RowStore:
         self._view = None
         self._sorted = None
         self._known.clear()
+        if self._calls:
+            self._dead_calls.append(self._calls)  # freed by `reap` too (~20 ms at 200,000)
+            self._calls = {}
+        self.duplicates = self._settled_duplicates = 0
 
+    # -- twins: one call seen by two nodes' daemons ------------------------------------------------
+
+    def _twin(self, r: Row) -> bool:
+        """True when ``r`` is another node's copy of a call held or pending (it is dropped and
+        counted), or a copy dropped before and sent again; otherwise ``r`` is registered."""
+        call = _call(r)
+        if not call[0]:
+            return False  # no ends known
+        calls = self._calls
+        assert calls is not None
+        h = hash(call)
+        ts, node = r.ts, r.node
+        b = int(ts // _SPAN)
+        edge = ts - b * _SPAN  # from the bucket's start; the nearer neighbour is on this side:
+        side = edge if edge < TWIN_SECONDS else _SPAN - edge  # this far away
+        home = h + b  # (the sum stands for the pair: a clash only puts two calls in one slot)
+        at_home: Any = None
+        best: Row | None = None
+        best_dt = TWIN_SECONDS
+        where = home
+        for slot in (home, h + (b - 1 if edge < TWIN_SECONDS else b + 1)):
+            got = calls.get(slot)
+            if slot == home:
+                at_home = got
+            if got is not None:
+                for c in got if type(got) is list else (got,):
+                    if type(c) is Row:
+                        dt = abs(c.ts - ts)
+                        if dt <= best_dt and c.node != node and _call(c) == call:
+                            best, best_dt, where = c, dt, slot
+                    elif c.ts == ts and c.id == r.id and c.node == node:
+                        return True  # its daemon reconnected and sent it again
+            if side > best_dt:
+                break  # nothing over there is nearer
+        if best is None:
+            if at_home is None:
+                calls[home] = r
+            elif type(at_home) is list:
+                at_home.append(r)
+            else:
+                calls[home] = [at_home, r]
+            return False
+        _swap(calls, where, best, _Twin(best, node, r.id, ts))
+        self.duplicates += 1
+        return True
+
+    def _forget(self, r: Row) -> None:
+        """``r`` left the list: it no longer stands for its call."""
+        if not r.ends:
+            return
+        calls = self._calls
+        assert calls is not None
+        slot = hash(_call(r)) + int(r.ts // _SPAN)
+        got = calls.get(slot)
+        if type(got) is list:
+            for i, c in enumerate(got):
+                if c is r or (type(c) is _Twin and c.kept is r):
+                    del got[i]
+                    if len(got) == 1:
+                        calls[slot] = got[0]
+                    break
+        elif got is r or (type(got) is _Twin and got.kept is r):
+            del calls[slot]
 
     def reap(self, limit: int = REAP_ROWS) -> int:
         """Free up to ``limit`` rows of cleared lists; how many are left to free."""
+        dead_calls = self._dead_calls  # first: they hold rows too
+        while dead_calls and limit > 0:
+            calls = dead_calls[-1]
+            n = min(limit, len(calls))
+            for _ in range(n):
+                calls.popitem()
+            limit -= n
+            if not calls:
+                dead_calls.pop()
         dead = self._dead
         while dead and limit > 0:
             rows = dead[-1]
@@ -394,8 +541,19 @@ class RowStore:
             limit -= n
             if not rows:
                 dead.pop()
-        return sum(map(len, dead))
+        return sum(map(len, dead)) + sum(map(len, dead_calls))
 
 
 def _key(r: Row) -> tuple[float, str, str]:
     return (r.ts, r.node, r.id)
+
+
+def _swap(calls: dict[int, Any], slot: int, old: Row, new: _Twin) -> None:
+    got = calls[slot]
+    if type(got) is list:
+        for i, c in enumerate(got):
+            if c is old:
+                got[i] = new
+                return
+    else:
+        calls[slot] = new

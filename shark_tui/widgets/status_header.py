@@ -1,6 +1,7 @@
 """The header line: capture state (capturing, paused, disconnected and when the next attempt
 to reconnect is made), daemons connected, packets/s with a sparkline of the recent rate, drops,
-entries, marks, follow, the sort order and the filter in force.
+entries (and how many of them two daemons saw, when any did), marks, follow, the sort order and
+the filter in force.
 
 The rate comes from the daemons' stats pushes: per node, the growth of the capture sources'
 ``received`` counters over the time between two pushes; the sparkline holds the sum over nodes,
@@ -133,8 +134,9 @@ class StatusHeader(Horizontal):
 
     def show(self, *, up: int, total: int, entries: int, marked: int, only_marked: bool,
              follow: bool, filter: str, sort: str = "time ▲",
-             retry_in: int | None = None) -> None:  # fmt: skip
-        """``retry_in``: seconds to the next attempt to reach a daemon that went away."""
+             retry_in: int | None = None, twice: int = 0) -> None:  # fmt: skip
+        """``retry_in``: seconds to the next attempt to reach a daemon that went away;
+        ``twice``: entries shown once that two daemons sent (the call's two ends)."""
         text, cls = capture_state(self.stats, up, retry_in)
         state = self._state
         for c in ("-live", "-stored", "-warn", "-down"):
@@ -148,10 +150,11 @@ class StatusHeader(Horizontal):
         drop.set_class(lost > 0, "-bad")
         _update(drop, f"drops {lost:,}")
         only = " (only marked shown)" if only_marked else ""
+        seen = f" ({twice:,} seen twice)" if twice else ""
         _update(
             self._rest,
-            f"entries {entries:,}  marked {marked:,}{only}  {'FOLLOW' if follow else 'follow off'}"
-            f"  sort {sort}  filter: {filter or '(none)'}",
+            f"entries {entries:,}{seen}  marked {marked:,}{only}"
+            f"  {'FOLLOW' if follow else 'follow off'}  sort {sort}  filter: {filter or '(none)'}",
         )
 
     @property
