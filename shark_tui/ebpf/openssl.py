@@ -36,7 +36,8 @@ __all__ = ["LibInfo", "OpenSSLTracer", "ProcInfo", "exe_path", "read_text"]
 PROGRAM: Final = os.path.join(os.path.dirname(__file__), "openssl_bpf.c")
 FUNCS: Final = (("SSL_write", "write"), ("SSL_read", "read"),
                 ("SSL_write_ex", "write_ex"), ("SSL_read_ex", "read_ex"))  # fmt: skip
-_HDR: Final = struct.Struct("<QQIIiIIIHHH16s16sBB16s")
+_HDR: Final = struct.Struct("<QQIIiIIIHHH16s16sBB16sQ")
+_UNREAD: Final = 0x80  # the kernel could not read the chunk: it is at ``addr`` in the process
 EXITED_KEEP: Final = 600.0
 GO_COMPILED: Final = (1, 19)  # the Go struct offsets compiled in (goelf.OFFSET_TABLE)
 _GO_FIELDS: Final = {"CONN": "crypto/tls.Conn.conn", "CONNFD": "net.conn.fd",
@@ -110,6 +111,19 @@ def _listening(pid: int) -> set[int]:
     return ports
 
 
+def _read_memory(pid: int, addr: int, length: int) -> bytes | None:
+    """``length`` bytes at ``addr`` in process ``pid`` (faulting paged-out memory back in, which
+    a probe cannot), or None. Read right after the call, so the buffer normally still holds
+    what the call moved; best effort."""
+    try:
+        with open(f"/proc/{pid}/mem", "rb", buffering=0) as f:
+            f.seek(addr)
+            data = f.read(length)
+    except (OSError, OverflowError, ValueError):
+        return None
+    return data if len(data) == length else None
+
+
 def _socket_tuple(pid: int, fd: int) -> tuple[int, bytes, int, bytes, int] | None:
     """(family, local address, local port, remote address, remote port) of a TCP fd."""
     try:
@@ -157,7 +171,8 @@ class OpenSSLTracer:
         self.go_bins: dict[tuple[int, int], GoInfo | None] = {}  # None: not a Go program
         self._fd_tuples: dict[tuple[int, int, int], tuple[int, bytes, int, bytes, int]] = {}
         self.procs: dict[int, ProcInfo] = {}
-        self.stats = {"events": 0, "closes": 0, "unresolved": 0, "resolved_from_proc": 0}
+        self.stats = {"events": 0, "closes": 0, "unresolved": 0, "resolved_from_proc": 0,
+                      "unreadable_recovered": 0, "unreadable_lost": 0}  # fmt: skip
         self._clock_offset = time.time_ns() - time.monotonic_ns()
         self._listen_cache: dict[int, tuple[float, set[int]]] = {}
 
@@ -341,12 +356,15 @@ class OpenSSLTracer:
             return {}
         vals = [table[ctypes.c_int(i)].value for i in range(4)]
         return {"ring_full_chunks": vals[0], "bytes_past_max_call": vals[1],
-                "unreadable_bytes": vals[2], "go_writes_at_return": vals[3]}  # fmt: skip
+                "unreadable_bytes": vals[2], "go_writes_at_return": vals[3],
+                # of the chunks the kernel could not read: read from /proc/PID/mem instead, or lost
+                "unreadable_recovered": self.stats["unreadable_recovered"],
+                "unreadable_lost": self.stats["unreadable_lost"]}  # fmt: skip
 
     def _on_event(self, _ctx: Any, data: Any, size: int) -> None:
         raw = ctypes.string_at(data, size)
         (ts, ssl, pid, _tid, fd, length, offset, total, family, lport, rport, laddr, raddr,
-         direction, kind, comm) = _HDR.unpack_from(raw)  # fmt: skip
+         direction, kind, comm, addr) = _HDR.unpack_from(raw)  # fmt: skip
         self.stats["events"] += 1
         if family == socket.AF_INET:
             la, ra = laddr[:4], raddr[:4]
@@ -374,7 +392,16 @@ class OpenSSLTracer:
             self.stats["closes"] += 1
             self.on_chunk(Chunk(ts_ns, pid, name, fd, la, lport, ra, rport, True, closed=True))
             return
-        payload = raw[_HDR.size : _HDR.size + length]
+        if kind & _UNREAD:
+            kind &= ~_UNREAD
+            got = _read_memory(pid, addr, length)
+            if got is None:
+                self.stats["unreadable_lost"] += 1
+                return
+            self.stats["unreadable_recovered"] += 1
+            payload = got
+        else:
+            payload = raw[_HDR.size : _HDR.size + length]
         info = self.procs.get(pid)
         if info is None:
             info = self.procs[pid] = ProcInfo(pid, name, exe_path(pid))

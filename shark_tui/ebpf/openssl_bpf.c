@@ -41,9 +41,13 @@ struct hdr_t {
     u32 total;    // bytes the call moved
     struct tuple_t t;
     u8 dir;
-    u8 kind;      // 0: data (OpenSSL), 1: the socket closed, 2: data (Go crypto/tls)
+    u8 kind;      // 0: data (OpenSSL), 1: the socket closed, 2: data (Go crypto/tls);
+                  // | UNREAD: the data could not be read here (user space reads it at addr)
     char comm[16];
+    u64 addr;     // with UNREAD: where the chunk is in the process's memory
 } __attribute__((packed));
+
+#define UNREAD 0x80
 
 struct event_t {
     struct hdr_t h;
@@ -141,7 +145,16 @@ static __always_inline long emit_chunk(u32 i, struct loop_ctx *lc) {
     ev->h.offset = off;
     ev->h.len = n;
     if (bpf_probe_read_user(ev->data, n, (void *)(lc->buf + off)) != 0) {
+        // a page that is not resident (paged out, say) cannot be read from a probe: the
+        // header goes alone, and user space reads the bytes from /proc/PID/mem at once
         count(2, n);
+        u8 kind = ev->h.kind;
+        ev->h.kind = kind | UNREAD;
+        ev->h.addr = lc->buf + off;
+        if (events.ringbuf_output(ev, sizeof(struct hdr_t), 0) != 0)
+            count(0, 1);
+        ev->h.kind = kind;
+        ev->h.addr = 0;
         return 0;
     }
     if (events.ringbuf_output(ev, sizeof(struct hdr_t) + n, 0) != 0)
@@ -231,7 +244,16 @@ struct go_call_t {
     struct tuple_t t;  // from the netFD's laddr/raddr (*net.TCPAddr), read while it is open
 };
 
-BPF_HASH(go_calls, u64, struct go_call_t, 16384);
+// Keyed by process and goroutine: two Go programs built alike allocate their goroutines at the
+// same addresses (the heap arena starts at 0xc000000000 in every one), so a g pointer alone
+// matched one program's RET with another's call.
+struct go_key_t {
+    u64 g;
+    u32 pid;
+    u32 pad;
+};
+
+BPF_HASH(go_calls, struct go_key_t, struct go_call_t, 16384);
 
 // One end of a netFD: the *net.TCPAddr in an interface at ``iface``: IP (a slice of 4 or 16
 // bytes) and Port. Returns the family (0: unknown).
@@ -274,11 +296,11 @@ static __always_inline s32 go_conn(u64 conn, struct tuple_t *t) {
     return (s32)fd;
 }
 
-// A Go write's plaintext is copied at entry, where the buffer certainly holds it (read at a RET,
-// the buffer was now and then unreadable: ~1 run in 6 lost a response). The copy loop does not
-// fit in the entry program beside the fd lookup (the verifier's limit), so the entry program
-// leaves the call in `go_pending` and tail-calls `go_emit_write`; should the tail call fail,
-// the write is emitted at its RET as before.
+// A Go write's plaintext is copied at entry, where the buffer certainly holds what the call
+// hands over (and no RET has to find the call again). The copy loop does not fit in the entry
+// program beside the fd lookup (the verifier's limit), so the entry program leaves the call in
+// `go_pending` and tail-calls `go_emit_write`; should the tail call fail, the write is emitted
+// at its RET as before (counted).
 BPF_PERCPU_ARRAY(go_pending, struct go_call_t, 1);
 BPF_PROG_ARRAY(go_tail, 1);
 
@@ -293,10 +315,11 @@ static __always_inline void go_entry(struct pt_regs *ctx, u32 dir) {
     c.dir = dir;
     c.ts = bpf_ktime_get_ns();
     c.fd = go_conn(c.conn, &c.t);
-    u64 g = ctx->r14;
+    struct go_key_t g = {.g = ctx->r14, .pid = id >> 32};
     if (dir == 0 && c.len > 0) {
         u32 zero = 0;
         go_pending.update(&zero, &c);
+        go_calls.delete(&g);  // nothing for this write's RET to find
         go_tail.call(ctx, 0);  // does not return when it works
     }
     go_calls.update(&g, &c);  // a stack-growth restart fires this twice: the same values
@@ -317,7 +340,7 @@ int go_emit_write(struct pt_regs *ctx) {
 }
 
 int go_return(struct pt_regs *ctx) {
-    u64 g = ctx->r14;
+    struct go_key_t g = {.g = ctx->r14, .pid = bpf_get_current_pid_tgid() >> 32};
     struct go_call_t *cp = go_calls.lookup(&g);
     if (!cp)
         return 0;
