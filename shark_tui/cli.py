@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="worker processes for a file (default: one per core, at most 4; stdin uses one)",
     )
     add_daemon_parser(sub)
+    add_deploy_parsers(sub)
     x = sub.add_parser("export", help="save the connections of selected entries as pcapng")
     x.add_argument("file", nargs="?", help="a pcap or pcapng file, or - for stdin")
     x.add_argument("--attach", metavar="HOST:PORT", help="a running daemon instead of a file")
@@ -196,6 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "attach": cmd_attach,
         "tui": cmd_tui,
         "tls-status": cmd_tls_status,
+        "tap": cmd_tap,
+        "manifests": cmd_manifests,
+        "clean": cmd_clean,
     }
     try:
         return handlers[args.command](args)
@@ -659,6 +663,138 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     return daemon.run()
+
+
+# ---- the cluster: tap, manifests, clean (engine/deploy.py; also `kubectl shark ...`)
+
+
+def add_deploy_parsers(sub: Any) -> None:
+    """``tap`` and ``manifests`` (the same flags) and ``clean``. The targets (``POD_REGEX``,
+    ``-n``, ``-A``) are what the daemons capture; the daemons themselves always run in the
+    namespace ``shark-tui`` that tap creates."""
+    from shark_tui.engine.deploy import DEFAULT_IMAGE, NAMESPACE
+
+    def cluster(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--context", default=None, metavar="C", help="kubeconfig context")
+        p.add_argument("--kubeconfig", default=None, metavar="F",
+                       help="default: $KUBECONFIG or ~/.kube/config")  # fmt: skip
+
+    for command, text in (
+        ("tap", "deploy the daemons to the cluster, port-forward to them, open the TUI"),
+        ("manifests", "print the objects tap creates, as YAML (kubectl apply -f - reads it)"),
+    ):
+        p = sub.add_parser(command, help=text)
+        p.add_argument("pods", nargs="?", default="", metavar="POD_REGEX",
+                       help="targeted pods (default all)")  # fmt: skip
+        p.add_argument("-n", "--namespace", dest="namespaces", action="append", default=[],
+                       metavar="NS", help="targeted namespace (repeatable; default: the "
+                       "context's)")  # fmt: skip
+        p.add_argument("-A", "--all-namespaces", action="store_true",
+                       help="target every namespace")  # fmt: skip
+        cluster(p)
+        p.add_argument("--image", default=DEFAULT_IMAGE, metavar="IMG",
+                       help=f"the daemon's image (default {DEFAULT_IMAGE}: build it from the "
+                       "Dockerfile)")  # fmt: skip
+        keep = "leave the daemons running on exit (shark-tui clean removes them)"
+        p.add_argument("--keep", action="store_true",
+                       help=keep if command == "tap" else argparse.SUPPRESS)  # fmt: skip
+    c = sub.add_parser("clean", help=f"remove what tap created (namespace {NAMESPACE}, ...)")
+    cluster(c)
+
+
+def _say(text: str) -> None:
+    print(f"shark-tui: {text}", file=sys.stderr, flush=True)
+
+
+def _check_targets(args: argparse.Namespace) -> None:
+    if args.all_namespaces and args.namespaces:
+        raise UsageError("-A targets every namespace: give it or -n NS, not both")
+    try:
+        re.compile(args.pods)
+    except re.error as exc:
+        raise UsageError(f"POD_REGEX: bad regex {args.pods!r}: {exc}") from None
+
+
+def _tap_spec(args: argparse.Namespace, token: str) -> Any:
+    """The `TapSpec` of ``tap``/``manifests``: the targets checked, the context's namespace
+    when neither ``-n`` nor ``-A`` is given."""
+    from shark_tui.engine import deploy
+    from shark_tui.engine.kube import KubeError
+
+    _check_targets(args)
+    namespaces: tuple[str, ...] = ()
+    if args.namespaces:
+        namespaces = tuple(dict.fromkeys(args.namespaces))
+    elif not args.all_namespaces:
+        try:
+            namespaces = (deploy.kube_context(args.kubeconfig, args.context).namespace,)
+        except KubeError as exc:
+            raise UsageError(f"{exc} (or target with -n NS / -A)") from None
+    return deploy.TapSpec(token=token, pods=args.pods, namespaces=namespaces, image=args.image)
+
+
+def _kube_client(args: argparse.Namespace) -> Any:
+    from shark_tui.engine.deploy import kube_context
+    from shark_tui.engine.kube import KubeError, load_client
+
+    try:
+        kube_context(args.kubeconfig, args.context)  # no such context: say so plainly
+        return load_client(args.kubeconfig, args.context)
+    except KubeError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def cmd_manifests(args: argparse.Namespace) -> int:
+    from shark_tui.engine import deploy
+
+    spec = _tap_spec(args, deploy.new_token())
+    sys.stdout.write(deploy.to_yaml(deploy.objects(spec)))
+    return EXIT_OK
+
+
+def cmd_tap(args: argparse.Namespace) -> int:
+    """Deploy, wait, port-forward, the TUI; Ctrl-C, quitting, SIGTERM or SIGHUP (the terminal
+    closed) remove what was deployed unless ``--keep``."""
+    import signal
+
+    from shark_tui.engine import deploy
+
+    _check_targets(args)
+    client = _kube_client(args)
+    try:
+        token = deploy.existing_token(client) or deploy.new_token()
+        tap = deploy.Tap(client, _tap_spec(args, token), say=_say)
+    except deploy.DeployError as exc:
+        print(f"shark-tui: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+
+    def on_signal(signum: int, frame: object) -> None:
+        # no `finally` runs after these signals' default action: undo here, then go
+        if not args.keep:
+            tap.undo()
+        os._exit(128 + signum)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        return deploy.run_tap(tap, keep=args.keep, open_ui=_run_app)
+    except deploy.DeployError as exc:
+        print(f"shark-tui: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    from shark_tui.engine import deploy
+
+    client = _kube_client(args)
+    try:
+        deploy.clean(client, say=_say)
+    except deploy.DeployError as exc:
+        print(f"shark-tui: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    return EXIT_OK
 
 
 def cmd_tls_status(args: argparse.Namespace) -> int:
