@@ -13,7 +13,8 @@ per phase. Loads, all against real servers on loopback:
 
 With ``--tls`` every SSL_read/SSL_write of both ends (client and server are both on this host
 and both use libssl; the Go pair: both ends' crypto/tls Write and Read) is probed: the overhead
-per request is what those probe hits cost. The run also checks that the daemon stored every request of the ``--tls`` phase as an entry.
+per request is what those probe hits cost. The run also checks that the daemon stored every
+request of the ``--tls`` phase as an entry.
 
     python -m bench.bench_tls            # full size
     python -m bench.bench_tls --small    # what CI runs

@@ -184,6 +184,7 @@ class Daemon:
                 tls_status=self.tls_status,
                 pause=self.set_paused,
                 set_targets=self.set_targets if self.config.kube else None,
+                node=self.config.node or "",  # the TUI's node column: the cluster's name for it
             )
             try:
                 self.server.start()

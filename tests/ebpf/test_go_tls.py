@@ -1,10 +1,4 @@
-"""NOT COLLECTED BY PYTEST (issue 9 is open): run by hand with
-``.venv/bin/python -m pytest tests/ebpf/go_tls_check.py``. Some runs (1 of the last 6) lose a chunk
-(the tracer counts it as ``unreadable_bytes``: bpf_probe_read_user of the Go buffer failed at a
-RET), so an entry misses its request or response; until that is understood these checks would
-make CI flaky.
-
-Go crypto/tls plaintext through eBPF, end to end: a Go HTTPS server and a Go HTTPS client
+"""Go crypto/tls plaintext through eBPF, end to end: a Go HTTPS server and a Go HTTPS client
 (standard library only, built here with Debian's golang-go) plain, stripped (-s -w) and PIE;
 HTTP/1.1 and h2 by ALPN; and a Go client against a Python TLS server (plaintext seen at both
 ends: each exchange once). Each call must appear with its method, path, status, the secret

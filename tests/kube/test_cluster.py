@@ -324,3 +324,56 @@ def test_host_interface_filter_follows_the_targets(
         assert "less 1" in line
     finally:
         d.stop()
+
+
+def test_a_call_seen_by_two_nodes_daemons_is_one_row_in_attach(
+    cluster: tuple[ApiServer, Node, Path], tmp_path: Path
+) -> None:
+    """The client pod on node-a, the server pod on node-b, a daemon per node: each captures
+    every call (in its own pod's namespace); the TUI attached to both shows each once."""
+    from shark_tui.app import SharkApp
+
+    api, node, kubeconfig = cluster
+    web, server = node.pods[0], node.pods[1]
+    api.create(k8s_pod("web-0", "shop", web, node="node-a"))
+    api.create(k8s_pod("api-0", "shop", server, node="node-b"))
+    http_server(server)
+    daemons = []
+    try:
+        for name in ("node-a", "node-b"):
+            tmp = tmp_path / name
+            tmp.mkdir()
+            sock, token = f"unix:{tmp}/sock", str(tmp / "token")
+            d = Daemon(str(tmp / "store"), "--kube", "--kubeconfig", str(kubeconfig),
+                       "--node", name, "--listen", sock, "--token-file", token)  # fmt: skip
+            daemons.append((d, sock, token))
+        for (d, _, _), pod in zip(daemons, ("shop/web-0", "shop/api-0"), strict=True):
+            d.wait_for(f"pod {pod}", timeout=30)
+        calls = [f"/twice/{i}" for i in range(5)]
+        assert [curl(web, f"http://{server.ip}:{HTTP_PORT}{p}") for p in calls] == [404] * 5
+        for _, sock, token in daemons:  # each daemon has every call
+            got = wait_entries(sock, token, 'path ~ "^/twice/"', 5)
+            assert sorted(e["summary"] for e in got) == calls
+
+        async def attach() -> None:
+            links = [(sock, Path(token).read_text().strip()) for _, sock, token in daemons]
+            app = SharkApp(links)
+            async with app.run_test(size=(160, 30)) as pilot:
+                await pilot.pause()
+                deadline = time.monotonic() + 20
+                rows: list[Any] = []
+                while time.monotonic() < deadline:
+                    await asyncio.sleep(0.2)
+                    rows = [r for r in app.store.rows if r.summary.startswith("/twice/")]
+                    if len(rows) == 5 and app.store.duplicates >= 5:
+                        break
+                await asyncio.sleep(0.5)  # nothing more comes
+                rows = [r for r in app.store.rows if r.summary.startswith("/twice/")]
+                assert sorted(r.summary for r in rows) == calls, [(r.node, r.summary) for r in rows]
+                assert app.store.duplicates >= 5
+                assert {(r.src, r.dst) for r in rows} == {("shop/web-0", "shop/api-0")}
+
+        asyncio.run(attach())
+    finally:
+        for d, _, _ in daemons:
+            d.stop()
