@@ -86,12 +86,15 @@ def connection(
     return out
 
 
-def capture(seed: int, conns: int = 3, pipelined: bool = False) -> tuple[bytes, list[int]]:
-    """A pcap of ``conns`` connections one after another; also each connection's first index."""
+def capture(
+    seed: int, conns: int = 3, pipelined: bool = False, first: int = 0
+) -> tuple[bytes, list[int]]:
+    """A pcap of ``conns`` connections one after another (numbered from ``first``: each
+    number has its own client address and time); also each connection's first index."""
     rng = random.Random(seed)
     packets: list[tuple[int, bytes]] = []
     starts = []
-    for i in range(conns):
+    for i in range(first, first + conns):
         starts.append(len(packets))
         packets += connection(i, rng, 1_700_000_000_000_000_000 + i * 10**9, pipelined=pipelined)
     return pcap_bytes(LINKTYPE_ETHERNET, packets), starts

@@ -81,6 +81,26 @@ def test_a_daemon_that_does_not_capture_refuses(tmp_path: Path) -> None:
         srv.stop()
 
 
+def test_a_daemon_without_kube_refuses_targets(tmp_path: Path) -> None:
+    """`SetTargets` (pods to capture, changed live) needs ``--kube``; the refusal is a
+    `Failed` for that request only (tests/kube/test_cluster.py drives a --kube daemon)."""
+    srv = _server(tmp_path, None)
+
+    async def main() -> None:
+        c = await Client.connect(srv.address, TOKEN)
+        try:
+            with pytest.raises(RequestFailed, match="without --kube"):
+                await c.set_targets("^api-", ["shop"])
+            assert await c.get_stats()
+        finally:
+            await c.close()
+
+    try:
+        arun(main())
+    finally:
+        srv.stop()
+
+
 def test_pause_answers_with_the_status_and_tells_the_watchers(tmp_path: Path) -> None:
     calls: list[bool] = []
     srv = _server(tmp_path, calls.append)

@@ -73,6 +73,7 @@ EXAMPLES: list[wire.Message] = [
         req=18, chunks=[(0, b"GET / HTTP/1.1\r\n\r\n"), (1, bytes(range(256)))], left_out=7
     ),
     wire.Pause(req=19, paused=False),
+    wire.SetTargets(req=20, pods="^api-", namespaces=["shop", "db"]),
 ]
 
 

@@ -46,11 +46,13 @@ def serve_capture(
 
 @contextmanager
 def fixture_daemon(
-    conns: int = 4, seed: int = 7, node: str = "fixture"
+    conns: int = 4, seed: int = 7, node: str = "fixture", first: int = 0
 ) -> Iterator[tuple[str, str]]:
     """(address, token) of a daemon serving ``conns`` HTTP connections of 4 exchanges each
-    (GET 200, POST 201, HEAD 200, GET 500) with fixed timestamps."""
-    data, _ = capture(seed, conns)
+    (GET 200, POST 201, HEAD 200, GET 500) with fixed timestamps (connections numbered from
+    ``first``: two daemons with the same numbers serve the same calls, which a TUI attached to
+    both shows once)."""
+    data, _ = capture(seed, conns, first=first)
     with serve_capture(data, node) as found:
         yield found
 

@@ -31,7 +31,9 @@ T0 = 1_700_000_000_000_000_000
 
 
 class StoreDaemon:
-    def __init__(self, conns: int = 4, *, node: str = "fixture", capturing: bool = False) -> None:
+    def __init__(
+        self, conns: int = 4, *, node: str = "fixture", capturing: bool = False, first: int = 0
+    ) -> None:
         self.tmp = tempfile.mkdtemp(prefix="shark-tui-uitest-")
         self.rec = Recorder(os.path.join(self.tmp, "store"), 1 << 40, 1 << 62)
         self.lock = threading.Lock()
@@ -44,7 +46,7 @@ class StoreDaemon:
         self.pauses: list[bool] = []
         self.server: Server | None = None
         self.loaded = 0
-        self.add(0, conns)
+        self.add(first, conns)
 
     def add(self, first: int, n: int) -> None:
         rng = random.Random(first)

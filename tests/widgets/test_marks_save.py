@@ -137,7 +137,7 @@ def test_save_with_two_daemons_writes_one_file_per_node() -> None:
     async def main() -> None:
         with (
             fixture_daemon(node="node-a") as (a, ta),
-            fixture_daemon(conns=2, seed=3, node="node-b") as (b, tb),
+            fixture_daemon(conns=2, seed=3, node="node-b", first=4) as (b, tb),
             tempfile.TemporaryDirectory() as tmp,
         ):
             app = SharkApp([(a, ta), (b, tb)], clock=lambda: NOW)

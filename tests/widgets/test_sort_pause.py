@@ -183,7 +183,10 @@ def test_clear_empties_the_list_not_the_store() -> None:
 
 def test_pause_with_two_nodes_asks_only_the_capturing_one() -> None:
     async def main() -> None:
-        with StoreDaemon(2, node="cap", capturing=True) as a, StoreDaemon(1, node="file") as b:
+        with (
+            StoreDaemon(2, node="cap", capturing=True) as a,
+            StoreDaemon(1, node="file", first=4) as b,
+        ):
             app = SharkApp([(a.address, a.token), (b.address, b.token)])
             async with app.run_test(size=(180, 30)) as pilot:
                 await wait_for(lambda: len(app.store) == 12 and len(app.header.stats) == 2)
