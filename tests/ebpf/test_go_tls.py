@@ -1,17 +1,20 @@
 """Go crypto/tls plaintext through eBPF, end to end: a Go HTTPS server and a Go HTTPS client
 (standard library only, built here with Debian's golang-go) plain, stripped (-s -w) and PIE;
-HTTP/1.1 and h2 by ALPN; and a Go client against a Python TLS server (plaintext seen at both
-ends: each exchange once). Each call must appear with its method, path, status, the secret
-header, the client's real 5-tuple and ``tls: true``, and an export must show tshark the
+HTTP/1.1 and h2 by ALPN; the stripped pair built by newer toolchains too (`NEWER`: offsets from
+that Go version's table entry); and a Go client against a Python TLS server (plaintext seen at
+both ends: each exchange once). Each call must appear with its method, path, status, the
+secret header, the client's real 5-tuple and ``tls: true``, and an export must show tshark the
 plaintext. Root and BCC needed (CI has them): fails, never skips, without them."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,25 @@ def gobins() -> Iterator[dict[str, dict[str, str]]]:
 
 
 @pytest.fixture(scope="module")
+def newer_gobins() -> Iterator[Callable[[str], dict[str, str]]]:
+    """``get(version)``: the stripped server and client built by that toolchain, once each."""
+    with tempfile.TemporaryDirectory(prefix="shark-go-tls-v-") as tmp:
+        built: dict[str, dict[str, str]] = {}
+
+        def get(version: str) -> dict[str, str]:
+            if version not in built:
+                variants = {"stripped": goprogs.VARIANTS["stripped"]}
+                try:
+                    built[version] = goprogs.build(f"{tmp}/{version}", variants,
+                                                   version)["stripped"]  # fmt: skip
+                except goprogs.GoMissing as exc:
+                    pytest.fail(str(exc))
+            return built[version]
+
+        yield get
+
+
+@pytest.fixture(scope="module")
 def tls_daemon() -> Iterator[tuple[Daemon, str, str]]:
     if os.geteuid() != 0:
         pytest.fail("eBPF tests need root (CI runs as root)")
@@ -48,6 +70,12 @@ def tls_daemon() -> Iterator[tuple[Daemon, str, str]]:
             d.wait_for("capturing on", timeout=60)
             yield d, sock, token
         finally:
+            # every binary probed here (Debian's three pairs and the newer toolchains') leaves
+            # uprobes to detach on exit: give that longer than Daemon.stop's 15 s
+            if d.proc.poll() is None:
+                d.proc.send_signal(signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    d.proc.wait(120)
             d.stop()
 
 
@@ -69,14 +97,47 @@ def test_go_client_to_go_server(
 ) -> None:  # fmt: skip
     """Both ends are Go (both traced: the connection is taken from one): HTTP/1.1, or h2 by
     ALPN, three calls on one connection."""
+    check_go_pair(gobins[variant], tls_daemon, f"go-{variant}", mode)
+
+
+# newer toolchains (scripts/setup installs them), stripped: functions from the pclntab, struct
+# offsets from OFFSET_TABLE[that version]; the oldest and newest there, h2 with the newest
+NEWER = [("1.21.13", "h1"), ("1.27.3", "h1"), ("1.27.3", "h2")]
+
+
+@pytest.mark.parametrize(("version", "mode"), NEWER)
+def test_newer_go_stripped_client_to_server(
+    newer_gobins: Callable[[str], dict[str, str]], tls_daemon: tuple[Daemon, str, str],
+    version: str, mode: str,
+) -> None:  # fmt: skip
+    bins = newer_gobins(version)
+    check_go_pair(bins, tls_daemon, f"go{version}-stripped", mode)
     _d, sock, token = tls_daemon
-    bins = gobins[variant]
+    report = json.loads(subprocess.run(
+        [SHARK, "tls-status", "--attach", sock, "--token-file", token, "--json"],
+        capture_output=True, text=True, check=True, timeout=60).stdout)  # fmt: skip
+    major, minor = version.split(".")[:2]
+    rows = [p["go"] for p in report["processes"]
+            if p.get("go") and p["go"]["version"] == f"go{version}"]  # fmt: skip
+    assert rows, [p.get("go") for p in report["processes"]]
+    for go in rows:
+        assert go["error"] is None, go
+        assert (go["functions_from"], go["offsets_from"]) == (
+            "pclntab", f"table go{major}.{minor}")  # fmt: skip
+        assert go["probes"] > 2
+
+
+def check_go_pair(
+    bins: dict[str, str], tls_daemon: tuple[Daemon, str, str], secret: str, mode: str
+) -> None:
+    """Run the Go server and client (three calls on one connection) and check every entry."""
+    _d, sock, token = tls_daemon
     proto, version = ("http", "HTTP/1.1") if mode == "h1" else ("http2", "HTTP/2.0")
     with tempfile.TemporaryDirectory() as tmp:
         cert, _ = tlspeers.make_cert(Path(tmp))
         server, port = go_server(bins["server"], cert)
         try:
-            res = go_client(bins["client"], f"https://127.0.0.1:{port}", f"go-{variant}", 3, mode)
+            res = go_client(bins["client"], f"https://127.0.0.1:{port}", secret, 3, mode)
             got = wait_entries(sock, token, f"dst.port == {port}", 3)
         finally:
             server.terminate()
@@ -91,8 +152,8 @@ def test_go_client_to_go_server(
             assert (e["method"], e["summary"], e["status"]) == ("GET", f"/go/items/{i}", 201)
             assert (e["src"]["ip"], e["dst"]["ip"], e["dst"]["port"]) == (
                 "127.0.0.1", "127.0.0.1", port)
-            assert header(e["request"], "X-Secret") == [f"go-{variant}"]
-            assert header(e["response"], "X-Echo") == [f"go-{variant}"]
+            assert header(e["request"], "X-Secret") == [secret]
+            assert header(e["response"], "X-Echo") == [secret]
         out = f"{tmp}/go.pcapng"
         export(sock, token, f"dst.port == {port}", out)
         if mode == "h1":

