@@ -282,13 +282,19 @@ class Daemon:
         self._narrow_host_filter(ip for _ns, _name, ips in pods for ip in ips)
         wanted = cluster.plan(pods, podnet.scan()) if pods else {}
         for ns in [n for n in self.namespaces if n.pod is not None]:
+            pod = ns.pod
+            assert pod is not None
             want = wanted.get(ns.label)
-            if want is None or want.inode != ns.pod.inode:  # type: ignore[union-attr]
-                for name in [n for n in self.sources if self._in_ns(n, ns)]:
-                    self._drop(name, "pod no longer targeted" if want is None else "pod changed")
-                ns.watcher.close()
-                self.namespaces.remove(ns)
-                self.pod_sources.pop(ns.label, None)
+            if want is not None and want.inode == pod.inode:
+                # the same namespace: should the process it was entered through go, a source
+                # opened again enters it through another
+                ns.path = want.path
+                continue
+            for name in [n for n in self.sources if self._in_ns(n, ns)]:
+                self._drop(name, "pod no longer targeted" if want is None else "pod changed")
+            ns.watcher.close()
+            self.namespaces.remove(ns)
+            self.pod_sources.pop(ns.label, None)
         for label, pod in wanted.items():
             if label in self.pod_sources:
                 continue
