@@ -136,10 +136,15 @@ class CaptureSource:
 
     def set_filter(self, bpf: str, wait: float = 1.0) -> bool:
         """Capture with ``bpf`` from now on: the capture thread applies it (within 200 ms);
-        returns once it did (True), or after ``wait`` seconds (False). A filter libpcap refuses
-        leaves the old one, and says so in ``error_filter``."""
+        returns once it did (True), or after ``wait`` seconds (False; 0: do not wait, see
+        `filter_applied`). A filter libpcap refuses leaves the old one, and says so in
+        ``error_filter``."""
         self._filter_set.clear()
         self._new_bpf = bpf
+        return self.filter_applied(wait) if wait else False
+
+    def filter_applied(self, wait: float) -> bool:
+        """Whether the filter last given to `set_filter` was applied, waiting up to ``wait``."""
         return self._filter_set.wait(wait)
 
     def join(self, timeout: float = 2.0) -> None:

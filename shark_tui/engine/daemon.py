@@ -325,12 +325,15 @@ class Daemon:
         if bpf == self.host_bpf:
             return
         self.host_bpf = bpf
+        on_host = [name for ns in self.namespaces if ns.pod is None
+                   for name in self.sources if self._in_ns(name, ns)]  # fmt: skip
+        for name in on_host:  # every thread applies it at once; then the wait
+            self.sources[name].set_filter(bpf, wait=0)
+        deadline = time.monotonic() + 1.0
         late = []
-        for ns in self.namespaces:
-            if ns.pod is None:
-                for name in [n for n in self.sources if self._in_ns(n, ns)]:
-                    if not self.sources[name].set_filter(bpf):
-                        late.append(name)
+        for name in on_host:
+            if not self.sources[name].filter_applied(max(0.0, deadline - time.monotonic())):
+                late.append(name)
         self.say(f"host interfaces: filter {bpf}"
                  + (f" (not yet applied on {', '.join(late)})" if late else ""))  # fmt: skip
 

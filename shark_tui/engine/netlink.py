@@ -36,10 +36,14 @@ __all__ = [
     "DEFAULT_RCVBUF",
     "MAX_DATAGRAM",
     "READ_LIMIT",
+    "Channel",
     "Link",
     "LinkEvent",
     "LinkWatcher",
     "Overflow",
+    "attr_string",
+    "iter_messages",
+    "parse_attrs",
     "parse_events",
 ]
 
@@ -126,7 +130,7 @@ def parse_events(data: bytes | bytearray | memoryview) -> list[LinkEvent]:
     after which nothing can be trusted. Never raises on content.
     """
     events: list[LinkEvent] = []
-    for mtype, _flags, _seq, payload in _messages(memoryview(data)):
+    for mtype, _flags, _seq, payload in iter_messages(memoryview(data)):
         if mtype in (RTM_NEWLINK, RTM_DELLINK):
             link = _link(payload)
             if link is not None:
@@ -146,9 +150,9 @@ class LinkWatcher:
     def __init__(self, *, rcvbuf: int = DEFAULT_RCVBUF, timeout: float = 5.0) -> None:
         """``rcvbuf``: event socket buffer in bytes; ``timeout``: seconds ``dump`` waits for
         each reply datagram before raising TimeoutError."""
-        self._events = _Channel(RTMGRP_LINK)
+        self._events = Channel(RTMGRP_LINK)
         try:
-            self._requests = _Channel(0)
+            self._requests = Channel(0)
         except BaseException:
             self._events.close()
             raise
@@ -220,7 +224,7 @@ class LinkWatcher:
             data = self._requests.recv()
             if data is None:
                 continue
-            for mtype, flags, mseq, payload in _messages(data):
+            for mtype, flags, mseq, payload in iter_messages(data):
                 if mseq != seq:
                     continue  # the rest of an earlier dump that was given up on
                 if flags & NLM_F_DUMP_INTR:
@@ -237,7 +241,7 @@ class LinkWatcher:
                         return links, interrupted
 
 
-class _Channel:
+class Channel:
     """A NETLINK_ROUTE socket with its receive buffer (grown on demand up to MAX_DATAGRAM)."""
 
     __slots__ = ("buf", "sock")
@@ -276,7 +280,7 @@ def _set_rcvbuf(sock: socket.socket, size: int) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
 
-def _messages(data: memoryview) -> Iterator[tuple[int, int, int, memoryview]]:
+def iter_messages(data: memoryview) -> Iterator[tuple[int, int, int, memoryview]]:
     """(type, flags, seq, payload) of each whole message in ``data``."""
     off = 0
     end = len(data)
@@ -288,7 +292,7 @@ def _messages(data: memoryview) -> Iterator[tuple[int, int, int, memoryview]]:
         off += (length + 3) & ~3
 
 
-def _attrs(data: memoryview) -> dict[int, memoryview] | None:
+def parse_attrs(data: memoryview) -> dict[int, memoryview] | None:
     """Type → payload of the rtattrs in ``data``; None if one overruns (a malformed message)."""
     found: dict[int, memoryview] = {}
     off = 0
@@ -302,7 +306,7 @@ def _attrs(data: memoryview) -> dict[int, memoryview] | None:
     return found
 
 
-def _string(data: memoryview) -> str:
+def attr_string(data: memoryview) -> str:
     """A NUL-terminated attribute string, decoded as os.fsdecode would (names round-trip)."""
     return bytes(data).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
@@ -314,10 +318,10 @@ def _link(payload: memoryview) -> Link | None:
     family, _type, index, flags, _change = _IFINFOMSG.unpack_from(payload)
     if family != socket.AF_UNSPEC or index <= 0:
         return None
-    attrs = _attrs(payload[_IFINFOMSG.size :])
+    attrs = parse_attrs(payload[_IFINFOMSG.size :])
     if attrs is None or IFLA_IFNAME not in attrs:
         return None
-    name = _string(attrs[IFLA_IFNAME])
+    name = attr_string(attrs[IFLA_IFNAME])
     if not name:
         return None
     master = 0
@@ -327,9 +331,9 @@ def _link(payload: memoryview) -> Link | None:
     kind = ""
     raw = attrs.get(IFLA_LINKINFO)
     if raw is not None:
-        info = _attrs(raw)
+        info = parse_attrs(raw)
         if info is not None and IFLA_INFO_KIND in info:
-            kind = _string(info[IFLA_INFO_KIND])
+            kind = attr_string(info[IFLA_INFO_KIND])
     return Link(
         index=index,
         name=name,

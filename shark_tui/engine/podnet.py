@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from shark_tui.engine import netns
-from shark_tui.engine.netlink import _attrs, _Channel, _messages, _string
+from shark_tui.engine.netlink import Channel, attr_string, iter_messages, parse_attrs
 
 __all__ = [
     "MAX_ADDRS",
@@ -473,7 +473,7 @@ def _dump_ns(st: ScanStats | None) -> tuple[Iface, ...]:
     """The interfaces of the calling thread's namespace with their addresses (what the caps
     leave out counted in ``st``). Raises OSError (TimeoutError if the kernel stops
     answering)."""
-    chan = _Channel(0)
+    chan = Channel(0)
     try:
         chan.sock.settimeout(_DUMP_TIMEOUT)
         links: dict[int, tuple[str, str, bool, int, int | None]] = {}
@@ -520,7 +520,7 @@ def _dump_ns(st: ScanStats | None) -> tuple[Iface, ...]:
     return ifaces
 
 
-def _dump(chan: _Channel, request: int, body: bytes, seq: int) -> Iterator[tuple[int, memoryview]]:
+def _dump(chan: Channel, request: int, body: bytes, seq: int) -> Iterator[tuple[int, memoryview]]:
     """(type, payload) of each message answering one dump request; payloads are valid only
     until the next item is asked for. Raises OSError for an error reply."""
     header = _NLMSGHDR.pack(
@@ -531,7 +531,7 @@ def _dump(chan: _Channel, request: int, body: bytes, seq: int) -> Iterator[tuple
         data = chan.recv()
         if data is None:
             continue
-        for mtype, _flags, mseq, payload in _messages(data):
+        for mtype, _flags, mseq, payload in iter_messages(data):
             if mseq != seq:
                 continue
             if mtype in (_NLMSG_DONE, _NLMSG_ERROR):
@@ -549,10 +549,10 @@ def _link(payload: memoryview) -> tuple[int, str, str, bool, int, int | None] | 
     if len(payload) < _IFINFOMSG.size:
         return None
     _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(payload)
-    attrs = _attrs(payload[_IFINFOMSG.size :])
+    attrs = parse_attrs(payload[_IFINFOMSG.size :])
     if index <= 0 or attrs is None or _IFLA_IFNAME not in attrs:
         return None
-    name = _string(attrs[_IFLA_IFNAME])
+    name = attr_string(attrs[_IFLA_IFNAME])
     peer = 0
     raw = attrs.get(_IFLA_LINK)
     if raw is not None and len(raw) >= _U32.size:
@@ -564,9 +564,9 @@ def _link(payload: memoryview) -> tuple[int, str, str, bool, int, int | None] | 
     kind = ""
     raw = attrs.get(_IFLA_LINKINFO)
     if raw is not None:
-        info = _attrs(raw)
+        info = parse_attrs(raw)
         if info is not None and _IFLA_INFO_KIND in info:
-            kind = _string(info[_IFLA_INFO_KIND])
+            kind = attr_string(info[_IFLA_INFO_KIND])
     return index, name, kind, bool(flags & _IFF_LOOPBACK), peer, netnsid
 
 
@@ -577,7 +577,7 @@ def _addr(payload: memoryview) -> tuple[int, int, str] | None:
         return None
     family, _prefixlen, _flags, _scope, index = _IFADDRMSG.unpack_from(payload)
     size = _ADDR_LEN.get(family)
-    attrs = _attrs(payload[_IFADDRMSG.size :])
+    attrs = parse_attrs(payload[_IFADDRMSG.size :])
     if size is None or attrs is None:
         return None
     raw = attrs.get(_IFA_LOCAL, attrs.get(_IFA_ADDRESS))
