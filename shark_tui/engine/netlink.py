@@ -43,6 +43,7 @@ __all__ = [
     "Overflow",
     "attr_string",
     "iter_messages",
+    "link_kind",
     "parse_attrs",
     "parse_events",
 ]
@@ -306,6 +307,15 @@ def parse_attrs(data: memoryview) -> dict[int, memoryview] | None:
     return found
 
 
+def link_kind(attrs: dict[int, memoryview]) -> str:
+    """The kind of a link (``veth``, ``bridge``…; "" for a plain device) from its attributes."""
+    raw = attrs.get(IFLA_LINKINFO)
+    info = parse_attrs(raw) if raw is not None else None
+    if info is None or IFLA_INFO_KIND not in info:
+        return ""
+    return attr_string(info[IFLA_INFO_KIND])
+
+
 def attr_string(data: memoryview) -> str:
     """A NUL-terminated attribute string, decoded as os.fsdecode would (names round-trip)."""
     return bytes(data).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
@@ -328,12 +338,7 @@ def _link(payload: memoryview) -> Link | None:
     raw = attrs.get(IFLA_MASTER)
     if raw is not None and len(raw) >= _U32.size:
         master = _U32.unpack_from(raw)[0]
-    kind = ""
-    raw = attrs.get(IFLA_LINKINFO)
-    if raw is not None:
-        info = parse_attrs(raw)
-        if info is not None and IFLA_INFO_KIND in info:
-            kind = attr_string(info[IFLA_INFO_KIND])
+    kind = link_kind(attrs)
     return Link(
         index=index,
         name=name,

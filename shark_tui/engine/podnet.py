@@ -55,7 +55,21 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from shark_tui.engine import netns
-from shark_tui.engine.netlink import Channel, attr_string, iter_messages, parse_attrs
+from shark_tui.engine.netlink import (
+    IFF_LOOPBACK,
+    IFLA_IFNAME,
+    NLM_F_DUMP,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    RTM_GETLINK,
+    RTM_NEWLINK,
+    Channel,
+    attr_string,
+    iter_messages,
+    link_kind,
+    parse_attrs,
+)
 
 __all__ = [
     "MAX_ADDRS",
@@ -90,22 +104,12 @@ _THREAD_NS = "/proc/thread-self/ns/net"
 _ENTER_ATTEMPTS = 3  # processes of one namespace tried in turn when the first has exited
 _DUMP_TIMEOUT = 5.0  # seconds the kernel may take for each reply datagram of a dump
 
-_RTM_NEWLINK = 16
-_RTM_GETLINK = 18
 _RTM_NEWADDR = 20
 _RTM_GETADDR = 22
-_NLMSG_ERROR = 2
-_NLMSG_DONE = 3
-_NLM_F_REQUEST = 0x1
-_NLM_F_DUMP = 0x300
-_IFLA_IFNAME = 3
 _IFLA_LINK = 5
-_IFLA_LINKINFO = 18
-_IFLA_INFO_KIND = 1
 _IFLA_LINK_NETNSID = 37
 _IFA_ADDRESS = 1
 _IFA_LOCAL = 2
-_IFF_LOOPBACK = 0x8
 
 _NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 _IFINFOMSG = struct.Struct("=BxHiII")  # family, (pad), type, index, flags, change
@@ -478,8 +482,8 @@ def _dump_ns(st: ScanStats | None) -> tuple[Iface, ...]:
         chan.sock.settimeout(_DUMP_TIMEOUT)
         links: dict[int, tuple[str, str, bool, int, int | None]] = {}
         over = 0
-        for mtype, payload in _dump(chan, _RTM_GETLINK, _IFINFOMSG.pack(0, 0, 0, 0, 0), 1):
-            if mtype == _RTM_NEWLINK:
+        for mtype, payload in _dump(chan, RTM_GETLINK, _IFINFOMSG.pack(0, 0, 0, 0, 0), 1):
+            if mtype == RTM_NEWLINK:
                 parsed = _link(payload)
                 if parsed is None:
                     continue
@@ -524,7 +528,7 @@ def _dump(chan: Channel, request: int, body: bytes, seq: int) -> Iterator[tuple[
     """(type, payload) of each message answering one dump request; payloads are valid only
     until the next item is asked for. Raises OSError for an error reply."""
     header = _NLMSGHDR.pack(
-        _NLMSGHDR.size + len(body), request, _NLM_F_REQUEST | _NLM_F_DUMP, seq, 0
+        _NLMSGHDR.size + len(body), request, NLM_F_REQUEST | NLM_F_DUMP, seq, 0
     )
     chan.sock.sendto(header + body, (0, 0))
     while True:
@@ -534,11 +538,11 @@ def _dump(chan: Channel, request: int, body: bytes, seq: int) -> Iterator[tuple[
         for mtype, _flags, mseq, payload in iter_messages(data):
             if mseq != seq:
                 continue
-            if mtype in (_NLMSG_DONE, _NLMSG_ERROR):
+            if mtype in (NLMSG_DONE, NLMSG_ERROR):
                 code = _S32.unpack_from(payload)[0] if len(payload) >= _S32.size else 0
                 if code < 0:
                     raise OSError(-code, os.strerror(-code))
-                if mtype == _NLMSG_DONE or code == 0:
+                if mtype == NLMSG_DONE or code == 0:
                     return
             else:
                 yield mtype, payload
@@ -550,9 +554,9 @@ def _link(payload: memoryview) -> tuple[int, str, str, bool, int, int | None] | 
         return None
     _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(payload)
     attrs = parse_attrs(payload[_IFINFOMSG.size :])
-    if index <= 0 or attrs is None or _IFLA_IFNAME not in attrs:
+    if index <= 0 or attrs is None or IFLA_IFNAME not in attrs:
         return None
-    name = attr_string(attrs[_IFLA_IFNAME])
+    name = attr_string(attrs[IFLA_IFNAME])
     peer = 0
     raw = attrs.get(_IFLA_LINK)
     if raw is not None and len(raw) >= _U32.size:
@@ -561,13 +565,8 @@ def _link(payload: memoryview) -> tuple[int, str, str, bool, int, int | None] | 
     raw = attrs.get(_IFLA_LINK_NETNSID)
     if raw is not None and len(raw) >= _S32.size:
         netnsid = _S32.unpack_from(raw)[0]
-    kind = ""
-    raw = attrs.get(_IFLA_LINKINFO)
-    if raw is not None:
-        info = parse_attrs(raw)
-        if info is not None and _IFLA_INFO_KIND in info:
-            kind = attr_string(info[_IFLA_INFO_KIND])
-    return index, name, kind, bool(flags & _IFF_LOOPBACK), peer, netnsid
+    kind = link_kind(attrs)
+    return index, name, kind, bool(flags & IFF_LOOPBACK), peer, netnsid
 
 
 def _addr(payload: memoryview) -> tuple[int, int, str] | None:
