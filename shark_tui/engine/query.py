@@ -658,10 +658,10 @@ class QueryEngine:
             tls = f.key[0] == self.recorder.tls_zone()
             if not tls and f.proto == "tls" and self.recorder.twin(f) is not None:
                 return []  # its plaintext was captured: shown as those entries
-        locs = self._readable(locs)
+        readable = self._readable(locs)
         cur = FlowCursor(num, self.body_cap, tls, names=self.recorder.names)
-        cur.feed(self.reader.read(locs))
-        if ended:
+        cur.feed(self.reader.read(readable))
+        if ended and len(readable) == len(locs):  # else its tail is still in the writer's buffer
             cur.finish()
         return cur.take()
 

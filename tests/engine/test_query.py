@@ -397,6 +397,32 @@ def test_cursor_evicted_in_the_middle_of_a_request(tmp_path: Path) -> None:
     assert got == {"1:1": ("GET", "/abc", 200, None), "2:1": ("GET", "/abc", 200, None)}
 
 
+def test_full_entries_of_an_ended_flow_wait_for_its_unflushed_tail(tmp_path: Path) -> None:
+    """The index knows a flow ended (its FINs are stored) while the last part of its response
+    is still in the writer's buffer: full entries (``detail``) leave the exchange out until the
+    tail is in the file — never a cut ``truncated`` one (the live TLS test saw one under load)."""
+    body = b"x" * 200_000
+    resp = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    packets = http_flow(40000, [(REQ, resp)])
+    rec = Recorder(str(tmp_path), 1 << 40, 1 << 62)
+    sid = rec.source("eth0", fx.LINKTYPE_ETHERNET)
+    q = QueryEngine(rec, threading.Lock())
+    cut = len(packets) - 4  # two body segments, the FINs and the last ACK unflushed
+    for ts, frame in packets[:cut]:
+        rec.add(sid, ts, frame, len(frame))
+    rec.flush()
+    for ts, frame in packets[cut:]:
+        rec.add(sid, ts, frame, len(frame))
+    assert rec.index.by_num[1].state & 6 == 6  # both FINs indexed, not yet in the file
+    assert run(q, detail=True) == []
+    assert run(q) == []
+    rec.flush()
+    got = run(q, detail=True)
+    assert [(e["status"], e["error"], e["response_size"]) for e in got] == [
+        (200, None, len(resp))
+    ]
+
+
 def test_flow_bigger_than_the_cache(tmp_path: Path) -> None:
     """One connection with more exchanges than the whole cache holds still answers in full."""
     exchanges = [(REQ.replace(b"/abc", b"/n%d" % i), RESP) for i in range(12)]
