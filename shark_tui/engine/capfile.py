@@ -26,7 +26,14 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import ModuleType
 from typing import BinaryIO, Final
+
+_native: ModuleType | None
+try:  # the record loops in C (shark_tui/engine/_native.c); this module is the reference
+    from shark_tui.engine import _native
+except ImportError:  # pragma: no cover - an install without a compiler
+    _native = None
 
 __all__ = [
     "MAX_RECORD",
@@ -307,6 +314,8 @@ class CaptureReader:
         mult = self._pcap_mult
         end = len(buf)
         append = out.append
+        if _native is not None:  # the complete records in C; what stops it is decided below
+            pos = _native.pcap_records(buf, pos, rec.format[0] == ">", hlen, mult, out)
         while True:
             start = pos + hlen
             if start > end:
@@ -332,7 +341,10 @@ class CaptureReader:
         u32_unpack = st.u32.unpack_from
         ifs = self._sec_ifs
         nifs = len(ifs)
+        native = _native.pcapng_epbs if _native is not None else None
         while True:
+            if native is not None:  # the plain EPBs in C; any other block is handled below
+                pos = native(buf, pos, st is _BE, ifs, out)
             if pos + 28 <= end:
                 btype, blen, iface, hi, lo, caplen, orig_len = epb_unpack(buf, pos)
                 if btype == _EPB:

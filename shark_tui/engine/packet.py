@@ -20,7 +20,14 @@ from __future__ import annotations
 import functools
 import socket
 import struct
+from collections.abc import Callable
 from typing import Final
+
+_native_segment: Callable[[int, bytes], TcpSegment | None] | None
+try:  # the plain cases in C (shark_tui/engine/_native.c); this module is the reference
+    from shark_tui.engine._native import tcp_segment as _native_segment
+except ImportError:  # pragma: no cover - an install without a compiler
+    _native_segment = None
 
 __all__ = [
     "ACK",
@@ -255,6 +262,10 @@ class PacketDecoder:
 
     def decode(self, linktype: int, data: bytes, ts_ns: int) -> TcpSegment | None:
         """One captured packet -> its TCP segment, or None (counted in ``stats``)."""
+        if _native_segment is not None:
+            seg = _native_segment(linktype, data)
+            if seg is not None:
+                return seg
         if linktype == 1:
             end = len(data)
             if end < 34:

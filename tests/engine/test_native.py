@@ -1,0 +1,182 @@
+"""The C fast paths (``shark_tui/engine/_native.c``) against the Python code they stand in for.
+
+Every other test runs with the C module in place (it is built by ``pip install``); here each
+input goes through the reader and the decoder twice — with the C module and with it switched
+off — and everything must be equal: packets, interfaces, warnings, comments, segments and every
+counter. Inputs: the sample files of ``test_capfile``, random and mutated files and frames, a
+real tcpdump capture.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shark_tui.engine import capfile, packet
+from shark_tui.engine.capfile import CaptureFormatError, CaptureReader, RawPacket
+from shark_tui.engine.packet import SUPPORTED_LINKTYPES, PacketDecoder
+from tests.engine import fixtures_pcap as fx
+from tests.engine.test_capfile import SAMPLES
+from tests.engine.test_packet import BIG, IP4, IP6, frags4
+
+LINKTYPES = [*sorted(SUPPORTED_LINKTYPES), 999]
+
+
+def test_the_c_module_is_built() -> None:
+    """CI installs a compiler: the fast paths must be there (else every figure is Python's)."""
+    from shark_tui.engine import _native
+
+    assert capfile._native is _native
+    assert packet._native_segment is _native.tcp_segment
+
+
+@contextlib.contextmanager
+def python_only() -> Iterator[None]:
+    saved = capfile._native, packet._native_segment
+    capfile._native, packet._native_segment = None, None
+    try:
+        yield
+    finally:
+        capfile._native, packet._native_segment = saved
+
+
+def read(blob: bytes, chunk: int) -> dict[str, Any]:
+    """Everything the reader says about ``blob`` fed in ``chunk``-byte pieces."""
+    r = CaptureReader()
+    got: list[RawPacket] = []
+    error = None
+    try:
+        for i in range(0, len(blob), chunk):
+            got += r.feed(blob[i : i + chunk])
+        r.close()
+    except CaptureFormatError as exc:
+        error = str(exc)
+    return {"packets": got, "error": error, "warning": r.warning, "interfaces": r.interfaces,
+            "comments": r.comments, "count": r.packets, "buffered": r.buffered}  # fmt: skip
+
+
+def both_read(blob: bytes, chunk: int) -> dict[str, Any]:
+    fast = read(blob, chunk)
+    with python_only():
+        slow = read(blob, chunk)
+    assert fast == slow
+    return fast
+
+
+def decode_all(frames: list[tuple[int, bytes]]) -> tuple[list[Any], dict[str, int]]:
+    d = PacketDecoder(max_frag_datagrams=3, max_frag_bytes=70_000)
+    return [d.decode(lt, f, i) for i, (lt, f) in enumerate(frames)], d.stats
+
+
+def both_decode(frames: list[tuple[int, bytes]]) -> list[Any]:
+    fast = decode_all(frames)
+    with python_only():
+        slow = decode_all(frames)
+    assert fast == slow
+    return fast[0]
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+@pytest.mark.parametrize("chunk", [1, 3, 7, 64, 100_000])
+def test_sample_files(name: str, chunk: int) -> None:
+    assert len(both_read(SAMPLES[name], chunk)["packets"]) >= 7
+
+
+def test_timestamps_past_64_bits_are_left_to_python() -> None:
+    """EPB timestamps whose count, or whose count scaled to ns, does not fit 64 bits: Python's
+    integers compute them; the C loop hands those blocks over and takes the next ones."""
+    units = [2**63 + 5, 2**62, 7]
+    pk = [(u * 10**6, 0, IP4) for u in units]
+    blob = fx.pcapng_bytes([fx.Idb(101, "a", tsresol=3)], pk)
+    got = both_read(blob, 100_000)["packets"]
+    assert [p[0] for p in got] == [u * 10**6 for u in units]
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    name=st.sampled_from(sorted(SAMPLES)),
+    edits=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=8),
+    cut=st.integers(0, 10**6),
+    chunk=st.integers(1, 4096),
+)
+def test_property_mutated_and_cut_files(
+    name: str, edits: list[tuple[int, int]], cut: int, chunk: int
+) -> None:
+    blob = bytearray(SAMPLES[name])
+    for pos, value in edits:
+        blob[pos % len(blob)] = value
+    both_read(bytes(blob[: cut % (len(blob) + 1)]), chunk)
+
+
+@settings(max_examples=300)
+@given(head=st.sampled_from([b"", *(SAMPLES[n][:24] for n in sorted(SAMPLES))]),
+       blob=st.binary(max_size=400), chunk=st.integers(1, 64))  # fmt: skip
+def test_property_random_records(head: bytes, blob: bytes, chunk: int) -> None:
+    both_read(head + blob, chunk)
+
+
+_EXT6 = fx.ipv6_tcp("fd00::1", "fd00::2", 1, 2, 3, 4, fx.ACK, b"x", ext=[(0, b""), (60, b"")])
+FRAMES = {
+    "eth4": (1, fx.ethernet(IP4)),
+    "eth4-vlan2": (1, fx.ethernet(IP4, vlans=[(0x88A8, 1), (0x8100, 3)])),
+    "eth6": (1, fx.ethernet(IP6, fx.ETH_IPV6)),
+    "eth6-ext": (1, fx.ethernet(_EXT6, fx.ETH_IPV6)),
+    "sll": (113, fx.sll(IP4)),
+    "sll2": (276, fx.sll2(IP6, fx.ETH_IPV6)),
+    "raw4": (101, IP4),
+    "raw6": (101, IP6),
+    "ipv4": (228, IP4),
+    "ipv6": (229, IP6),
+    "null": (0, b"\x02\0\0\0" + IP4),
+    "loop": (108, b"\0\0\0\x18" + IP6),
+}
+
+
+def test_every_link_type_decodes_alike() -> None:
+    got = both_decode(list(FRAMES.values()))
+    assert all(s is not None and s[8] for s in got), got
+
+
+@settings(max_examples=500)
+@given(linktype=st.sampled_from(LINKTYPES), data=st.binary(max_size=200))
+def test_property_random_frames(linktype: int, data: bytes) -> None:
+    both_decode([(linktype, data)])
+
+
+@settings(max_examples=500)
+@given(
+    which=st.sampled_from(sorted(FRAMES)),
+    edits=st.lists(st.tuples(st.integers(0, 5000), st.integers(0, 255)), max_size=6),
+    cut=st.integers(0, 5000),
+    linktype=st.sampled_from([None, *LINKTYPES]),
+)
+def test_property_mutated_frames(
+    which: str, edits: list[tuple[int, int]], cut: int, linktype: int | None
+) -> None:
+    lt, frame = FRAMES[which]
+    mutated = bytearray(frame)
+    for pos, value in edits:
+        mutated[pos % len(mutated)] = value
+    both_decode([(lt if linktype is None else linktype, bytes(mutated[:cut]))])
+
+
+def test_fragments_and_snapped_packets_are_python_s() -> None:
+    frames = [(1, fx.ethernet(p)) for p in frags4(BIG[:3000], size=512)]
+    frames.append((1, fx.ethernet(IP4)[:-5]))  # cut by a snaplen
+    got = both_decode(frames)
+    assert got[-2] is not None and len(got[-2][8]) == 3000
+    assert got[-1] is not None and got[-1][8] == IP4[40:-5]
+
+
+def test_addresses_are_shared_between_packets() -> None:
+    """The same address comes back as the same object (the flow table hashes it once)."""
+    d = PacketDecoder()
+    a = d.decode(1, fx.ethernet(IP4), 0)
+    b = d.decode(1, fx.ethernet(IP4), 1)
+    assert a is not None and b is not None and a == b
+    assert a[0] is b[0] and a[2] is b[2]
