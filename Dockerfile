@@ -26,7 +26,7 @@ RUN arch="$(dpkg --print-architecture)" \
  && mkdir -p /usr/local/lib/shark-tui/kernel-headers \
  && cp -a "$common_tree/." /usr/local/lib/shark-tui/kernel-headers/ \
  && cp -a "$arch_tree/." /usr/local/lib/shark-tui/kernel-headers/
-COPY pyproject.toml README.md /src/
+COPY pyproject.toml setup.py README.md /src/
 COPY shark_tui /src/shark_tui
 RUN python3 -m venv /opt/shark-tui \
  && /opt/shark-tui/bin/pip install -q --no-cache-dir /src
