@@ -5,13 +5,16 @@
  * built). Nothing here counts, warns or fails: a record or packet that is not plainly on the
  * fast path is left where it is, and the Python code decides about it exactly as before.
  *
- *   pcap_records(buf, pos, big_endian, record_size, ts_mult, out) -> pos
+ *   pcap_records(buf, pos, big_endian, record_size, ts_mult, out[, linktype]) -> pos
  *       complete pcap records from ``pos``, appended to ``out`` as (ts_ns, 0, data, orig_len);
  *       stops at the first record that is incomplete or claims more than MAX_RECORD bytes.
- *   pcapng_epbs(buf, pos, big_endian, section_ifs, out) -> pos
+ *   pcapng_epbs(buf, pos, big_endian, section_ifs, out[, linktypes]) -> pos
  *       the same for complete, well-formed enhanced packet blocks on interfaces with a decimal
  *       timestamp resolution (``section_ifs``: [(global id, ts multiplier or 0, offset ns)]);
  *       stops at any other block.
+ *   With a link type (per section interface for pcapng), a record that is a plain TCP segment
+ *   (as tcp_segment below) comes out decoded instead, without the frame:
+ *       (ts_ns, iface, src, sport, dst, dport, seq, ack, flags, payload)
  *   tcp_segment(linktype, data) -> TcpSegment | None
  *       Ethernet (and 802.1Q), Linux SLL/SLL2 and raw IP carrying an unfragmented IPv4 or
  *       IPv6 TCP segment that was captured whole; None for anything else (then
@@ -72,6 +75,14 @@ append_steal(PyObject *list, PyObject *item)
     return rc;
 }
 
+typedef struct seg_s seg_t;
+static int decode(int linktype, const unsigned char *data, Py_ssize_t end, seg_t *out);
+static PyObject *seg_tuple(const seg_t *g, int with_ts, long long ts, long gid);
+
+/* One record: decoded when its link type is given (>= 0) and it is a plain TCP segment. */
+static PyObject *record(long long ts, long gid, const unsigned char *data, Py_ssize_t n,
+                        uint32_t orig, int linktype);
+
 static PyObject *
 pcap_records(PyObject *self, PyObject *args)
 {
@@ -80,8 +91,9 @@ pcap_records(PyObject *self, PyObject *args)
     int big, rec_size;
     long long mult;
     PyObject *out;
-    if (!PyArg_ParseTuple(args, "y*npiLO!", &view, &pos, &big, &rec_size, &mult, &PyList_Type,
-                          &out))
+    int linktype = -1;
+    if (!PyArg_ParseTuple(args, "y*npiLO!|i", &view, &pos, &big, &rec_size, &mult, &PyList_Type,
+                          &out, &linktype))
         return NULL;
     const unsigned char *buf = view.buf;
     Py_ssize_t end = view.len;
@@ -97,7 +109,7 @@ pcap_records(PyObject *self, PyObject *args)
         if ((long long)caplen > MAX_RECORD || pos + rec_size + (Py_ssize_t)caplen > end)
             break;
         long long ts = (long long)sec * NS + (long long)frac * mult;
-        if (append_steal(out, packet_tuple(ts, 0, h + rec_size, caplen, orig)) < 0) {
+        if (append_steal(out, record(ts, 0, h + rec_size, caplen, orig, linktype)) < 0) {
             PyBuffer_Release(&view);
             return NULL;
         }
@@ -111,6 +123,7 @@ typedef struct {
     long gid;
     long long mult;
     long long toff;
+    int linktype; /* -1: hand the raw packet back */
 } fast_if;
 
 static PyObject *
@@ -119,9 +132,9 @@ pcapng_epbs(PyObject *self, PyObject *args)
     Py_buffer view;
     Py_ssize_t pos;
     int big;
-    PyObject *ifs, *out;
-    if (!PyArg_ParseTuple(args, "y*npO!O!", &view, &pos, &big, &PyList_Type, &ifs, &PyList_Type,
-                          &out))
+    PyObject *ifs, *out, *linktypes = NULL;
+    if (!PyArg_ParseTuple(args, "y*npO!O!|O!", &view, &pos, &big, &PyList_Type, &ifs,
+                          &PyList_Type, &out, &PyList_Type, &linktypes))
         return NULL;
     Py_ssize_t nifs = PyList_GET_SIZE(ifs);
     fast_if small[16];
@@ -142,6 +155,14 @@ pcapng_epbs(PyObject *self, PyObject *args)
         table[i].gid = gid;
         table[i].mult = mult;
         table[i].toff = toff;
+        table[i].linktype = -1;
+        if (linktypes != NULL && i < PyList_GET_SIZE(linktypes)) {
+            long lt = PyLong_AsLong(PyList_GET_ITEM(linktypes, i));
+            if (lt == -1 && PyErr_Occurred())
+                PyErr_Clear();
+            else
+                table[i].linktype = (int)lt;
+        }
     }
     const unsigned char *buf = view.buf;
     Py_ssize_t end = view.len;
@@ -167,7 +188,7 @@ pcapng_epbs(PyObject *self, PyObject *args)
             __builtin_mul_overflow((long long)raw, fi->mult, &ts) ||
             __builtin_add_overflow(ts, fi->toff, &ts))
             break; /* Python's integers take it from here */
-        if (append_steal(out, packet_tuple(ts, fi->gid, b + 28, caplen, orig)) < 0)
+        if (append_steal(out, record(ts, fi->gid, b + 28, caplen, orig, fi->linktype)) < 0)
             goto done;
         pos = nxt;
     }
@@ -212,27 +233,122 @@ address(const unsigned char *p, int len)
     return obj;
 }
 
-static PyObject *
-segment_tuple(const unsigned char *data, const unsigned char *src, const unsigned char *dst,
-              int alen, Py_ssize_t t, Py_ssize_t ip_end)
+struct seg_s {
+    const unsigned char *src, *dst; /* addresses (alen bytes each) */
+    int alen;
+    const unsigned char *tcp;       /* the TCP header */
+    const unsigned char *payload;
+    Py_ssize_t plen;
+};
+
+/* A plain TCP segment (see the top of the file) into ``out``: 1, or 0 for "ask Python". */
+static int
+decode(int linktype, const unsigned char *data, Py_ssize_t end, seg_t *out)
 {
-    const unsigned char *h = data + t;
-    Py_ssize_t p = t + ((h[12] >> 2) & 0x3C);
+    Py_ssize_t off;
+    int ethertype;
+    switch (linktype) {
+    case 1: /* Ethernet */
+        if (end < 14)
+            return 0;
+        ethertype = be16(data + 12);
+        off = 14;
+        break;
+    case 113: /* Linux SLL */
+        if (end < 16)
+            return 0;
+        ethertype = be16(data + 14);
+        off = 16;
+        break;
+    case 276: /* Linux SLL2 */
+        if (end < 20)
+            return 0;
+        ethertype = be16(data);
+        off = 20;
+        break;
+    case 101: case 12: case 14: case 228: case 229: /* raw IP */
+        if (end < 1)
+            return 0;
+        ethertype = (data[0] >> 4) == 4 ? 0x0800 : (data[0] >> 4) == 6 ? 0x86DD : -1;
+        if ((linktype == 228 && ethertype != 0x0800) || (linktype == 229 && ethertype != 0x86DD))
+            return 0;
+        off = 0;
+        break;
+    default:
+        return 0;
+    }
+    for (int tags = 0; (ethertype == 0x8100 || ethertype == 0x88A8 || ethertype == 0x9100 ||
+                        ethertype == 0x9200) && tags < 4; tags++) {
+        if (off + 4 > end)
+            return 0;
+        ethertype = be16(data + off + 2);
+        off += 4;
+    }
+    Py_ssize_t t, ip_end;
+    if (ethertype == 0x0800) {
+        if (off + 20 > end)
+            return 0;
+        const unsigned char *ip = data + off;
+        int ihl = (ip[0] & 15) << 2;
+        Py_ssize_t total = be16(ip + 2);
+        if ((ip[0] >> 4) != 4 || ihl < 20 || total < ihl || off + ihl > end)
+            return 0;
+        if ((be16(ip + 6) & 0x3FFF) || ip[9] != 6)
+            return 0; /* a fragment, or not TCP */
+        ip_end = off + total;
+        t = off + ihl;
+        out->src = ip + 12;
+        out->dst = ip + 16;
+        out->alen = 4;
+    } else if (ethertype == 0x86DD) {
+        if (off + 40 > end)
+            return 0;
+        const unsigned char *ip = data + off;
+        Py_ssize_t plen = be16(ip + 4);
+        if ((ip[0] >> 4) != 6 || ip[6] != 6 || plen == 0)
+            return 0; /* extension headers, not TCP, a jumbogram */
+        t = off + 40;
+        ip_end = t + plen;
+        out->src = ip + 8;
+        out->dst = ip + 24;
+        out->alen = 16;
+    } else {
+        return 0;
+    }
+    if (ip_end > end || t + 20 > ip_end)
+        return 0; /* cut by the snaplen, or malformed */
+    Py_ssize_t p = t + ((data[t + 12] >> 2) & 0x3C);
     if (p < t + 20 || p > ip_end)
-        Py_RETURN_NONE; /* malformed: Python counts it */
-    PyObject *s = address(src, alen);
-    PyObject *d = address(dst, alen);
+        return 0; /* malformed */
+    out->tcp = data + t;
+    out->payload = data + p;
+    out->plen = ip_end - p;
+    return 1;
+}
+
+/* (ts, gid, src, sport, dst, dport, seq, ack, flags, payload) when ``with_ts``, else the nine
+ * fields of a TcpSegment (src, sport, dst, dport, seq, ack, flags, window, payload). */
+static PyObject *
+seg_tuple(const seg_t *g, int with_ts, long long ts, long gid)
+{
+    const unsigned char *h = g->tcp;
+    PyObject *s = address(g->src, g->alen);
+    PyObject *d = address(g->dst, g->alen);
     PyObject *res = NULL;
-    if (s != NULL && d != NULL)
-        res = Py_BuildValue("(OHOHkkBHy#)", s, be16(h), d, be16(h + 2), (unsigned long)be32(h + 4),
-                            (unsigned long)be32(h + 8), h[13], be16(h + 14),
-                            (const char *)data + p, (Py_ssize_t)(ip_end - p));
+    if (s != NULL && d != NULL) {
+        if (with_ts)
+            res = Py_BuildValue("(LlOHOHkkBy#)", ts, gid, s, be16(h), d, be16(h + 2),
+                                (unsigned long)be32(h + 4), (unsigned long)be32(h + 8), h[13],
+                                (const char *)g->payload, g->plen);
+        else
+            res = Py_BuildValue("(OHOHkkBHy#)", s, be16(h), d, be16(h + 2),
+                                (unsigned long)be32(h + 4), (unsigned long)be32(h + 8), h[13],
+                                be16(h + 14), (const char *)g->payload, g->plen);
+    }
     Py_XDECREF(s);
     Py_XDECREF(d);
     return res;
 }
-
-static PyObject *segment(int linktype, const unsigned char *data, Py_ssize_t end);
 
 static PyObject *
 tcp_segment(PyObject *self, PyObject *args)
@@ -241,81 +357,24 @@ tcp_segment(PyObject *self, PyObject *args)
     Py_buffer view;
     if (!PyArg_ParseTuple(args, "iy*", &linktype, &view))
         return NULL;
-    PyObject *res = segment(linktype, view.buf, view.len);
+    seg_t g;
+    PyObject *res;
+    if (decode(linktype, view.buf, view.len, &g))
+        res = seg_tuple(&g, 0, 0, 0);
+    else
+        res = Py_NewRef(Py_None);
     PyBuffer_Release(&view);
     return res;
 }
 
 static PyObject *
-segment(int linktype, const unsigned char *data, Py_ssize_t end)
+record(long long ts, long gid, const unsigned char *data, Py_ssize_t n, uint32_t orig,
+       int linktype)
 {
-    Py_ssize_t off;
-    int ethertype;
-    switch (linktype) {
-    case 1: /* Ethernet */
-        if (end < 14)
-            Py_RETURN_NONE;
-        ethertype = be16(data + 12);
-        off = 14;
-        break;
-    case 113: /* Linux SLL */
-        if (end < 16)
-            Py_RETURN_NONE;
-        ethertype = be16(data + 14);
-        off = 16;
-        break;
-    case 276: /* Linux SLL2 */
-        if (end < 20)
-            Py_RETURN_NONE;
-        ethertype = be16(data);
-        off = 20;
-        break;
-    case 101: case 12: case 14: case 228: case 229: /* raw IP */
-        if (end < 1)
-            Py_RETURN_NONE;
-        ethertype = (data[0] >> 4) == 4 ? 0x0800 : (data[0] >> 4) == 6 ? 0x86DD : -1;
-        if ((linktype == 228 && ethertype != 0x0800) || (linktype == 229 && ethertype != 0x86DD))
-            Py_RETURN_NONE;
-        off = 0;
-        break;
-    default:
-        Py_RETURN_NONE;
-    }
-    for (int tags = 0; (ethertype == 0x8100 || ethertype == 0x88A8 || ethertype == 0x9100 ||
-                        ethertype == 0x9200) && tags < 4; tags++) {
-        if (off + 4 > end)
-            Py_RETURN_NONE;
-        ethertype = be16(data + off + 2);
-        off += 4;
-    }
-    if (ethertype == 0x0800) {
-        if (off + 20 > end)
-            Py_RETURN_NONE;
-        const unsigned char *ip = data + off;
-        int ihl = (ip[0] & 15) << 2;
-        Py_ssize_t total = be16(ip + 2);
-        if ((ip[0] >> 4) != 4 || ihl < 20 || total < ihl || off + ihl > end)
-            Py_RETURN_NONE;
-        if ((be16(ip + 6) & 0x3FFF) || ip[9] != 6)
-            Py_RETURN_NONE; /* a fragment, or not TCP */
-        Py_ssize_t ip_end = off + total, t = off + ihl;
-        if (ip_end > end || t + 20 > ip_end)
-            Py_RETURN_NONE; /* cut by the snaplen, or malformed */
-        return segment_tuple(data, ip + 12, ip + 16, 4, t, ip_end);
-    }
-    if (ethertype == 0x86DD) {
-        if (off + 40 > end)
-            Py_RETURN_NONE;
-        const unsigned char *ip = data + off;
-        Py_ssize_t plen = be16(ip + 4);
-        if ((ip[0] >> 4) != 6 || ip[6] != 6 || plen == 0)
-            Py_RETURN_NONE; /* extension headers, not TCP, a jumbogram */
-        Py_ssize_t t = off + 40, ip_end = t + plen;
-        if (ip_end > end || t + 20 > ip_end)
-            Py_RETURN_NONE;
-        return segment_tuple(data, ip + 8, ip + 24, 16, t, ip_end);
-    }
-    Py_RETURN_NONE;
+    seg_t g;
+    if (linktype >= 0 && decode(linktype, data, n, &g))
+        return seg_tuple(&g, 1, ts, gid);
+    return packet_tuple(ts, gid, data, n, orig);
 }
 
 static PyMethodDef methods[] = {
@@ -327,7 +386,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_native", "Fast paths of capfile and packet (see the source).", -1,
-    methods,
+    methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC

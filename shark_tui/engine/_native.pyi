@@ -1,15 +1,24 @@
 # The C fast paths of capfile and packet (_native.c, which says what each one takes over).
-from shark_tui.engine.capfile import RawPacket
+from typing import Any
+
 from shark_tui.engine.packet import TcpSegment
 
+# ``out`` receives capfile.RawPacket tuples, and capfile.Decoded ones with a link type
 def pcap_records(
-    buf: bytes, pos: int, big_endian: bool, record_size: int, ts_mult: int, out: list[RawPacket]
+    buf: bytes,
+    pos: int,
+    big_endian: bool,
+    record_size: int,
+    ts_mult: int,
+    out: list[Any],
+    linktype: int = -1,
 ) -> int: ...
 def pcapng_epbs(
     buf: bytes,
     pos: int,
     big_endian: bool,
     section_ifs: list[tuple[int, int, int]],
-    out: list[RawPacket],
+    out: list[Any],
+    linktypes: list[int] | None = None,
 ) -> int: ...
 def tcp_segment(linktype: int, data: bytes) -> TcpSegment | None: ...

@@ -27,7 +27,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
-from typing import BinaryIO, Final
+from typing import Any, BinaryIO, Final
 
 _native: ModuleType | None
 try:  # the record loops in C (shark_tui/engine/_native.c); this module is the reference
@@ -40,7 +40,9 @@ __all__ = [
     "CaptureFile",
     "CaptureFormatError",
     "CaptureReader",
+    "Decoded",
     "Interface",
+    "Item",
     "RawPacket",
     "iter_packets",
 ]
@@ -50,6 +52,12 @@ MAX_RECORD: Final = 256 * 1024 * 1024
 
 RawPacket = tuple[int, int, bytes, int]
 """``(ts_ns, iface, data, orig_len)`` — a plain tuple: creating it is the cheapest thing."""
+
+Decoded = tuple[int, int, bytes, int, bytes, int, int, int, int, bytes]
+"""``(ts_ns, iface, src, sport, dst, dport, seq, ack, flags, payload)``: a packet the C fast path
+decoded as it read it (`CaptureReader.feed_items`; the fields of `packet.TcpSegment`)."""
+
+Item = RawPacket | Decoded
 
 
 class CaptureFormatError(ValueError):
@@ -163,6 +171,7 @@ class CaptureReader:
     """
 
     __slots__ = (
+        "_decode",
         "_last_ts",
         "_need",
         "_offset",
@@ -183,6 +192,7 @@ class CaptureReader:
     )
 
     def __init__(self) -> None:
+        self._decode = False  # this feed's records may come out decoded (`feed_items`)
         self.interfaces: list[Interface] = []
         #: the section headers' comments (a shark-tui export's pod history is one)
         self.comments: list[str] = []
@@ -210,6 +220,22 @@ class CaptureReader:
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[RawPacket]:
         """Take the next bytes of the file; return the packets completed by them."""
+        self._decode = False
+        packets: list[RawPacket] = self._feed(data)
+        return packets
+
+    def feed_items(self, data: bytes | bytearray | memoryview) -> list[Item]:
+        """`feed`, except that the packets the C fast paths find to be plain TCP segments come
+        out decoded (`Decoded`: no frame bytes are copied). Without the C module, all
+        `RawPacket`. Either way the same packets, in the same order."""
+        self._decode = _native is not None
+        try:
+            items: list[Item] = self._feed(data)
+        finally:
+            self._decode = False
+        return items
+
+    def _feed(self, data: bytes | bytearray | memoryview) -> list[Any]:
         if self._stopped or not data:
             return []
         n = len(data)
@@ -222,7 +248,7 @@ class CaptureReader:
             buf = b"".join(self._pending)
         else:
             buf = data if type(data) is bytes else bytes(data)
-        out: list[RawPacket] = []
+        out: list[Any] = []
         pos = self._parse(buf, out)
         self.packets += len(out)
         if out:
@@ -315,7 +341,8 @@ class CaptureReader:
         end = len(buf)
         append = out.append
         if _native is not None:  # the complete records in C; what stops it is decided below
-            pos = _native.pcap_records(buf, pos, rec.format[0] == ">", hlen, mult, out)
+            lt = self.interfaces[0].linktype if self._decode else -1
+            pos = _native.pcap_records(buf, pos, rec.format[0] == ">", hlen, mult, out, lt)
         while True:
             start = pos + hlen
             if start > end:
@@ -342,9 +369,14 @@ class CaptureReader:
         ifs = self._sec_ifs
         nifs = len(ifs)
         native = _native.pcapng_epbs if _native is not None else None
+        decode = self._decode
         while True:
             if native is not None:  # the plain EPBs in C; any other block is handled below
-                pos = native(buf, pos, st is _BE, ifs, out)
+                if decode:
+                    lts = [self.interfaces[i[0]].linktype for i in ifs]
+                    pos = native(buf, pos, st is _BE, ifs, out, lts)
+                else:
+                    pos = native(buf, pos, st is _BE, ifs, out)
             if pos + 28 <= end:
                 btype, blen, iface, hi, lo, caplen, orig_len = epb_unpack(buf, pos)
                 if btype == _EPB:
@@ -533,6 +565,21 @@ class CaptureFile:
     @property
     def warning(self) -> str | None:
         return self.reader.warning
+
+    def items(self) -> Iterator[Item]:
+        """The packets, plain TCP segments decoded where the C fast paths could (see
+        `CaptureReader.feed_items`)."""
+        reader = self.reader
+        read = getattr(self._f, "read1", None) or self._f.read
+        size = self.chunk_size
+        while True:
+            chunk = read(size)
+            if not chunk:
+                break
+            items = reader.feed_items(chunk)
+            if items:
+                yield from items
+        reader.close()
 
     def __iter__(self) -> Iterator[RawPacket]:
         reader = self.reader

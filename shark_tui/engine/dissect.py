@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from typing import IO, Any
 
+from shark_tui.engine.capfile import Item
 from shark_tui.engine.packet import PacketDecoder, format_ip
 from shark_tui.engine.podmap import PodMap, from_comments
 from shark_tui.engine.tcp import TLS_ZONE, Flow, FlowTable
@@ -298,8 +299,9 @@ class Dissection:
             if problem is not None:
                 self.warnings.append(problem)
 
-    def run(self, packets: Iterable[tuple[int, int, bytes, int]], interfaces: list[Any]) -> None:
-        """Dissect ``packets`` ((ts_ns, iface, data, orig_len) tuples).
+    def run(self, packets: Iterable[Item], interfaces: list[Any]) -> None:
+        """Dissect ``packets``: (ts_ns, iface, data, orig_len) tuples, or packets the capture
+        reader already decoded (`capfile.Decoded`, from `CaptureFile.items`).
 
         ``interfaces[iface].linktype`` gives each packet's link type; the list may grow while
         ``packets`` is consumed (a pcapng interface block in mid-file).
@@ -311,14 +313,19 @@ class Dissection:
         recheck = HOLD_RECHECK
         count = 0
         ts = 0.0
-        for ts_ns, iface, data, _orig_len in packets:
+        for item in packets:
             count += 1
-            ifc = interfaces[iface]
-            seg = decode(ifc.linktype, data, ts_ns)
-            if seg is None:
-                continue
+            if len(item) == 4:
+                ts_ns, iface, data, _orig_len = item
+                ifc = interfaces[iface]
+                seg = decode(ifc.linktype, data, ts_ns)
+                if seg is None:
+                    continue
+                src, sport, dst, dport, seq, ack, flags, _win, payload = seg
+            else:
+                ts_ns, iface, src, sport, dst, dport, seq, ack, flags, payload = item
+                ifc = interfaces[iface]
             ts = ts_ns / 1e9
-            src, sport, dst, dport, seq, ack, flags, _win, payload = seg
             # TLS plaintext (the daemon's ``tls`` interface) stays apart from its ciphertext
             zone = TLS_ZONE if ifc.name == "tls" else 0
             segment(ts, src, sport, dst, dport, seq, ack, flags, payload, zone)

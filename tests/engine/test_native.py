@@ -180,3 +180,92 @@ def test_addresses_are_shared_between_packets() -> None:
     b = d.decode(1, fx.ethernet(IP4), 1)
     assert a is not None and b is not None and a == b
     assert a[0] is b[0] and a[2] is b[2]
+
+
+# -- records decoded as they are read (CaptureReader.feed_items, CaptureFile.items) -----------
+
+
+def items_and_packets(blob: bytes, chunk: int) -> tuple[list[Any], list[RawPacket], Any, Any]:
+    ri, rp = CaptureReader(), CaptureReader()
+    items: list[Any] = []
+    raws: list[RawPacket] = []
+    for i in range(0, len(blob), chunk):
+        items += ri.feed_items(blob[i : i + chunk])
+        raws += rp.feed(blob[i : i + chunk])
+    ri.close()
+    rp.close()
+    assert (ri.warning, ri.interfaces, ri.packets) == (rp.warning, rp.interfaces, rp.packets)
+    return items, raws, ri, rp
+
+
+def check_items(blob: bytes, chunk: int) -> int:
+    """Each item is its raw packet, or that packet as `PacketDecoder.decode` decodes it without
+    counting anything; returns how many came decoded."""
+    try:
+        items, raws, ri, _ = items_and_packets(blob, chunk)
+    except CaptureFormatError:
+        return 0
+    assert len(items) == len(raws)
+    decoded = 0
+    for item, raw in zip(items, raws, strict=True):
+        if len(item) == 4:
+            assert item == raw
+            continue
+        decoded += 1
+        d = PacketDecoder()
+        with python_only():
+            seg = d.decode(ri.interfaces[raw[1]].linktype, raw[2], raw[0])
+        assert seg is not None and not any(d.stats.values())
+        src, sport, dst, dport, seq, ack, flags, _win, payload = seg
+        assert item == (raw[0], raw[1], src, sport, dst, dport, seq, ack, flags, payload)
+    return decoded
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+@pytest.mark.parametrize("chunk", [1, 5, 100_000])
+def test_items_are_the_packets_decoded(name: str, chunk: int) -> None:
+    assert check_items(SAMPLES[name], chunk) >= 5  # FRAME_C is raw IP in a pcap of Ethernet
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    name=st.sampled_from(sorted(SAMPLES)),
+    edits=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=8),
+    chunk=st.integers(1, 4096),
+)
+def test_property_items_of_mutated_files(
+    name: str, edits: list[tuple[int, int]], chunk: int
+) -> None:
+    blob = bytearray(SAMPLES[name])
+    for pos, value in edits:
+        blob[pos % len(blob)] = value
+    check_items(bytes(blob), chunk)
+
+
+def test_dissect_over_items_is_dissect_over_packets(tmp_path: Any) -> None:
+    """The whole pipeline (`Dissection.run`) gives the same entries and counters either way, on
+    traffic with keep-alive, pipelining, a lost segment and IPv6."""
+    from shark_tui.engine.capfile import CaptureFile
+    from shark_tui.engine.dissect import Dissection
+    from tests.engine import http_traffic
+
+    req, resp = http_traffic.REQ, http_traffic.RESP
+    flows = http_traffic.synthetic_flow(40000, [(req, resp)] * 3)
+    flows += http_traffic.synthetic_flow(40001, [(req, resp)] * 2, client="fd00::1",
+                                         server="fd00::2")  # fmt: skip
+    lossy = http_traffic.synthetic_flow(40002, [(req, resp)] * 3)
+    del lossy[5]
+    path = fx.write_pcap(tmp_path / "t.pcap", fx.LINKTYPE_ETHERNET, sorted(flows + lossy),
+                         nanosecond=True)  # fmt: skip
+
+    def run(items: bool) -> tuple[list[Any], dict[str, Any]]:
+        got: list[Any] = []
+        d = Dissection(got.append)
+        with open(path, "rb") as f:
+            c = CaptureFile(f)
+            d.run(c.items() if items else c, c.interfaces)
+        return got, {"dissect": d.stats, "tcp": d.table.stats, "packet": d.decoder.stats}
+
+    fast, slow = run(True), run(False)
+    assert fast == slow
+    assert len(fast[0]) == 8 and fast[1]["tcp"]["gaps"] > 0
