@@ -377,6 +377,315 @@ record(long long ts, long gid, const unsigned char *data, Py_ssize_t n, uint32_t
     return packet_tuple(ts, gid, data, n, orig);
 }
 
+/* -- connections nobody dissects here ------------------------------------------------------ */
+
+/* IgnoreSet: connections (4-tuple and zone) whose plain data and ACK segments the flow table
+ * would only count, because nothing of them is dissected in this process (another worker's
+ * share, or ruled out by a filter). `filter` takes those out of a batch of decoded records
+ * before Python sees them, counting them; every SYN, FIN and RST still goes through.
+ *
+ * The caller adds a connection while it handles one batch; the set acts from the next. At that
+ * point the set holds exactly the connections the table would ignore, and within a batch an
+ * entry leaves the set at the first record after which the table might no longer ignore them:
+ * a RST or a FIN (the table may end the connection), a SYN without ACK (it may start a new
+ * one on the 4-tuple). Leaving early only means the table sees a few more records, which it
+ * handles as always. The caller also removes connections it ends otherwise (eviction). */
+
+typedef struct {
+    unsigned char key[38]; /* zone, address length, lower end (addr, port), higher end */
+    uint8_t state;         /* 0 empty, 1 used, 2 deleted */
+    long long last_ts;     /* of the last record taken out */
+} ign_slot;
+
+typedef struct {
+    PyObject_HEAD
+    ign_slot *slots;
+    Py_ssize_t cap, live, filled;
+    long long dropped;
+} IgnoreSet;
+
+/* The key of a connection; *from_low: the first end is the lower one. */
+static void
+ign_key(unsigned char *key, int zone, const unsigned char *a, int ap, const unsigned char *b,
+        int bp, int alen, int *from_low)
+{
+    int c = memcmp(a, b, (size_t)alen);
+    int low_is_a = c < 0 || (c == 0 && ap <= bp);
+    const unsigned char *lo = low_is_a ? a : b, *hi = low_is_a ? b : a;
+    int lp = low_is_a ? ap : bp, hp = low_is_a ? bp : ap;
+    memset(key, 0, 38);
+    key[0] = (unsigned char)zone;
+    key[1] = (unsigned char)alen;
+    memcpy(key + 2, lo, (size_t)alen);
+    key[18] = (unsigned char)(lp >> 8);
+    key[19] = (unsigned char)lp;
+    memcpy(key + 20, hi, (size_t)alen);
+    key[36] = (unsigned char)(hp >> 8);
+    key[37] = (unsigned char)hp;
+    *from_low = low_is_a;
+}
+
+static uint64_t
+ign_hash(const unsigned char *key)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (int i = 0; i < 38; i++)
+        h = (h ^ key[i]) * 1099511628211ULL;
+    return h ^ (h >> 29);
+}
+
+/* The slot holding ``key``, or (insert) the slot to put it in; NULL if absent (lookup). */
+static ign_slot *
+ign_find(IgnoreSet *self, const unsigned char *key, int insert)
+{
+    Py_ssize_t mask = self->cap - 1, i = (Py_ssize_t)(ign_hash(key) & (uint64_t)mask);
+    ign_slot *free_slot = NULL;
+    for (Py_ssize_t n = 0; n < self->cap; n++, i = (i + 1) & mask) {
+        ign_slot *s = &self->slots[i];
+        if (s->state == 0)
+            return insert ? (free_slot ? free_slot : s) : NULL;
+        if (s->state == 2) {
+            if (free_slot == NULL)
+                free_slot = s;
+        } else if (memcmp(s->key, key, 38) == 0) {
+            return s;
+        }
+    }
+    return insert ? free_slot : NULL;
+}
+
+/* Rehash without the deleted slots, doubling the table when it is half full of live ones. */
+static int
+ign_grow(IgnoreSet *self)
+{
+    Py_ssize_t cap = self->live * 2 >= self->cap ? self->cap * 2 : self->cap;
+    ign_slot *old = self->slots, *slots = PyMem_Calloc((size_t)cap, sizeof(ign_slot));
+    if (slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t oldcap = self->cap;
+    self->slots = slots;
+    self->cap = cap;
+    self->filled = self->live;
+    for (Py_ssize_t i = 0; i < oldcap; i++)
+        if (old[i].state == 1)
+            *ign_find(self, old[i].key, 1) = old[i];
+    PyMem_Free(old);
+    return 0;
+}
+
+static void
+ign_delete(IgnoreSet *self, ign_slot *s)
+{
+    s->state = 2;
+    self->live--;
+}
+
+static PyObject *
+IgnoreSet_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    IgnoreSet *self = (IgnoreSet *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->cap = 1024;
+    self->slots = PyMem_Calloc((size_t)self->cap, sizeof(ign_slot));
+    if (self->slots == NULL) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)self;
+}
+
+static void
+IgnoreSet_dealloc(IgnoreSet *self)
+{
+    PyMem_Free(self->slots);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* (src, sport, dst, dport, zone) -> key; 0 on bad arguments (exception set). */
+static int
+ign_parse(PyObject *args, unsigned char *key)
+{
+    Py_buffer a, b;
+    int ap, bp, zone, from_low;
+    if (!PyArg_ParseTuple(args, "y*iy*ii", &a, &ap, &b, &bp, &zone))
+        return 0;
+    int ok = a.len == b.len && (a.len == 4 || a.len == 16);
+    if (ok)
+        ign_key(key, zone, a.buf, ap, b.buf, bp, (int)a.len, &from_low);
+    else
+        PyErr_SetString(PyExc_ValueError, "addresses of 4 or 16 bytes, both alike");
+    PyBuffer_Release(&a);
+    PyBuffer_Release(&b);
+    return ok;
+}
+
+static PyObject *
+IgnoreSet_add(IgnoreSet *self, PyObject *args)
+{
+    unsigned char key[38];
+    if (!ign_parse(args, key))
+        return NULL;
+    if ((self->filled + 1) * 4 > self->cap * 3 && ign_grow(self) < 0)
+        return NULL;
+    ign_slot *s = ign_find(self, key, 1);
+    if (s->state != 1) {
+        if (s->state == 0)
+            self->filled++;
+        memcpy(s->key, key, 38);
+        s->state = 1;
+        self->live++;
+    }
+    s->last_ts = 0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+IgnoreSet_discard(IgnoreSet *self, PyObject *args)
+{
+    unsigned char key[38];
+    if (!ign_parse(args, key))
+        return NULL;
+    ign_slot *s = ign_find(self, key, 0);
+    if (s != NULL)
+        ign_delete(self, s);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+IgnoreSet_last_seen(IgnoreSet *self, PyObject *args)
+{
+    unsigned char key[38];
+    if (!ign_parse(args, key))
+        return NULL;
+    ign_slot *s = ign_find(self, key, 0);
+    if (s == NULL || s->last_ts == 0)
+        Py_RETURN_NONE;
+    return PyLong_FromLongLong(s->last_ts);
+}
+
+/* filter(items, zones, next_sweep, interval) -> the items left: decoded records of ignored
+ * connections without SYN, FIN or RST are taken out (counted in ``dropped``); everything else
+ * stays, in order. The caller sweeps its table at the first record it processes with
+ * ts >= next_sweep (then next_sweep = ts + interval; None: set by the first record): such a
+ * record is never taken out, so the sweeps fall on the same records as without the set. After
+ * a raw (undecoded) record nothing is taken out: whether the caller processes it is not known
+ * here. */
+static PyObject *
+IgnoreSet_filter(IgnoreSet *self, PyObject *args)
+{
+    PyObject *items, *zones, *sweep_arg;
+    double interval;
+    if (!PyArg_ParseTuple(args, "O!O!Od", &PyList_Type, &items, &PyList_Type, &zones,
+                          &sweep_arg, &interval))
+        return NULL;
+    if (self->live == 0)
+        return Py_NewRef(items);
+    int have_sweep = sweep_arg != Py_None;
+    double next_sweep = have_sweep ? PyFloat_AsDouble(sweep_arg) : 0.0;
+    if (have_sweep && next_sweep == -1.0 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(items), nz = PyList_GET_SIZE(zones);
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    unsigned char key[38];
+    int dropping = 1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *it = PyList_GET_ITEM(items, i);
+        if (PyTuple_GET_SIZE(it) != 10) {
+            dropping = 0;
+            goto keep;
+        }
+        long long ts_ns = PyLong_AsLongLong(PyTuple_GET_ITEM(it, 0));
+        double ts = (double)ts_ns / 1e9; /* as Python's ts_ns / 1e9 */
+        int sweeps = 0;                  /* the caller sweeps (or starts its clock) here */
+        if (!have_sweep || ts >= next_sweep) {
+            have_sweep = 1;
+            next_sweep = ts + interval;
+            sweeps = 1;
+        }
+        PyObject *src = PyTuple_GET_ITEM(it, 2), *dst = PyTuple_GET_ITEM(it, 4);
+        long gid = PyLong_AsLong(PyTuple_GET_ITEM(it, 1));
+        Py_ssize_t alen = PyBytes_GET_SIZE(src);
+        int zone = gid >= 0 && gid < nz ? (int)PyLong_AsLong(PyList_GET_ITEM(zones, gid)) : 0;
+        int sport = (int)PyLong_AsLong(PyTuple_GET_ITEM(it, 3));
+        int dport = (int)PyLong_AsLong(PyTuple_GET_ITEM(it, 5));
+        long flags = PyLong_AsLong(PyTuple_GET_ITEM(it, 8));
+        if (PyErr_Occurred()) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        int from_low;
+        ign_key(key, zone, (const unsigned char *)PyBytes_AS_STRING(src), sport,
+                (const unsigned char *)PyBytes_AS_STRING(dst), dport, (int)alen, &from_low);
+        ign_slot *s = ign_find(self, key, 0);
+        if (s == NULL)
+            goto keep;
+        if (flags & 0x05) {
+            /* RST or FIN: the table may end the connection here; from now on it sees all of
+             * this 4-tuple again (a few packets: taking out too little is always safe) */
+            ign_delete(self, s);
+        } else if (flags & 0x02) {   /* SYN: the table looks at it; without ACK it may open */
+            if (!(flags & 0x10))     /* a new connection on this 4-tuple */
+                ign_delete(self, s);
+        } else if (dropping && !sweeps) {
+            s->last_ts = ts_ns;
+            self->dropped++;
+            continue;
+        }
+    keep:
+        if (PyList_Append(out, it) < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+static PyObject *
+IgnoreSet_dropped(IgnoreSet *self, void *closure)
+{
+    return PyLong_FromLongLong(self->dropped);
+}
+
+static Py_ssize_t
+IgnoreSet_len(IgnoreSet *self)
+{
+    return self->live;
+}
+
+static PyMethodDef IgnoreSet_methods[] = {
+    {"add", (PyCFunction)IgnoreSet_add, METH_VARARGS, "add(src, sport, dst, dport, zone)"},
+    {"discard", (PyCFunction)IgnoreSet_discard, METH_VARARGS,
+     "discard(src, sport, dst, dport, zone)"},
+    {"last_seen", (PyCFunction)IgnoreSet_last_seen, METH_VARARGS,
+     "last_seen(src, sport, dst, dport, zone) -> ts_ns of the last record taken out, or None"},
+    {"filter", (PyCFunction)IgnoreSet_filter, METH_VARARGS, "filter(items, zones) -> items"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef IgnoreSet_getset[] = {
+    {"dropped", (getter)IgnoreSet_dropped, NULL, "records taken out so far", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PySequenceMethods IgnoreSet_seq = {.sq_length = (lenfunc)IgnoreSet_len};
+
+static PyTypeObject IgnoreSetType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "shark_tui.engine._native.IgnoreSet",
+    .tp_basicsize = sizeof(IgnoreSet),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Connections whose plain segments are taken out of decoded batches.",
+    .tp_new = IgnoreSet_new,
+    .tp_dealloc = (destructor)IgnoreSet_dealloc,
+    .tp_methods = IgnoreSet_methods,
+    .tp_getset = IgnoreSet_getset,
+    .tp_as_sequence = &IgnoreSet_seq,
+};
+
 static PyMethodDef methods[] = {
     {"pcap_records", pcap_records, METH_VARARGS, "Complete pcap records from pos (see above)."},
     {"pcapng_epbs", pcapng_epbs, METH_VARARGS, "Fast enhanced packet blocks from pos."},
@@ -392,5 +701,14 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__native(void)
 {
-    return PyModule_Create(&module);
+    if (PyType_Ready(&IgnoreSetType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "IgnoreSet", (PyObject *)&IgnoreSetType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

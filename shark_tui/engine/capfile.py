@@ -566,9 +566,9 @@ class CaptureFile:
     def warning(self) -> str | None:
         return self.reader.warning
 
-    def items(self) -> Iterator[Item]:
-        """The packets, plain TCP segments decoded where the C fast paths could (see
-        `CaptureReader.feed_items`)."""
+    def item_batches(self) -> Iterator[list[Item]]:
+        """The packets, a list per chunk read, plain TCP segments decoded where the C fast
+        paths could (see `CaptureReader.feed_items`)."""
         reader = self.reader
         read = getattr(self._f, "read1", None) or self._f.read
         size = self.chunk_size
@@ -578,7 +578,7 @@ class CaptureFile:
                 break
             items = reader.feed_items(chunk)
             if items:
-                yield from items
+                yield items
         reader.close()
 
     def __iter__(self) -> Iterator[RawPacket]:

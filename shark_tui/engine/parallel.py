@@ -123,7 +123,7 @@ def _single(
     f = open(path, "rb") if path != "-" else None  # noqa: SIM115 - closed below
     try:
         capture = CaptureFile(f if f is not None else sys.stdin.buffer)
-        d.run(capture.items(), capture.interfaces)
+        d.run_file(capture)
     finally:
         if f is not None:
             f.close()
@@ -176,7 +176,7 @@ def _worker(
         d.partition = (index, jobs)
         with open(path, "rb") as f:
             capture = CaptureFile(f)
-            d.run(capture.items(), capture.interfaces)
+            d.run_file(capture)
         warning = capture.warning or next(iter(d.warnings), None)
         summary = json.dumps({"warning": warning, "counters": _counters(d)}).encode()
         buf.extend(_RECORD.pack(float("inf"), _END, 0, len(summary)))

@@ -13,10 +13,13 @@ same input whatever the filter or the chunking.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from shark_tui.proto.base import CLIENT, SERVER, Dissector, Event, Exchange, ExchangeCompleted
 from shark_tui.proto.infer import PORT_HINTS, guess
+
+if TYPE_CHECKING:
+    from shark_tui.engine._native import IgnoreSet
 
 FIN, SYN, RST, PSH, ACK = 1, 2, 4, 8, 16
 _MASK = 0xFFFFFFFF
@@ -146,6 +149,7 @@ class FlowTable:
         decode_ports: dict[int, str] | None = None,
         select: FlowFilter | None = None,
         owns: FlowFilter | None = None,
+        ignored: IgnoreSet | None = None,
     ) -> None:
         self._make = make_dissector
         self._sink = sink
@@ -154,6 +158,11 @@ class FlowTable:
         #: Asked once a connection's protocol is known: False leaves it undissected (another
         #: worker process dissects it).
         self._owns = owns
+        #: A `_native.IgnoreSet` the caller filters its batches with: each connection that
+        #: stops being dissected goes in (its plain segments then never reach `segment`, which
+        #: would only count them), and leaves it when the table ends it otherwise than the set
+        #: does itself (eviction, the end of the input).
+        self.ignored = ignored
         self._flows: dict[tuple[Any, ...], tuple[Flow, int]] = {}
         self.active: dict[int, Flow] = {}  # num -> open flow
         self._closed: list[Flow] = []
@@ -217,6 +226,10 @@ class FlowTable:
         flow.last_ts = ts
         half = flow.halves[side]
         half.packets += 1
+        if not flow.selected and not flags & (SYN | FIN | RST):
+            # Not dissected here (ruled out by a filter, or another worker's share): only what
+            # opens or closes it matters — its FIN closes a half at once, whatever came before.
+            return
 
         if flags & SYN:
             if half.isn is None:
@@ -451,6 +464,7 @@ class FlowTable:
         flow.heads = None
         if self._owns is not None and not self._owns(flow):
             flow.selected = False
+            self._ignore(flow)
             flow.undecided, flow.undecided_bytes = [], 0
             return
         d = flow.dissector = self._make(proto, not flow.syn_seen, flow.first_ts)
@@ -464,7 +478,7 @@ class FlowTable:
         self, ts: float, src: bytes, sport: int, dst: bytes, dport: int, zone: int = 0
     ) -> Flow:
         if len(self.active) >= MAX_FLOWS:
-            oldest = min(self.active.values(), key=lambda f: f.last_ts)
+            oldest = min(self.active.values(), key=self._last_seen)
             self.stats["flows_evicted"] += 1
             self._end(oldest, ts)
         flow = Flow(self.next_num, (src, sport, dst, dport), ts)
@@ -475,8 +489,12 @@ class FlowTable:
         self._flows[_key(src, sport, dst, dport, zone)] = (flow, 0)
         self._flows[_key(dst, dport, src, sport, zone)] = (flow, 1)
         self.active[flow.num] = flow
+        if self.ignored is not None:  # the 4-tuple may have been an undissected connection's
+            self.ignored.discard(src, sport, dst, dport, zone)
         if self._select is not None:
             flow.selected = self._select(flow)
+            if not flow.selected:
+                self._ignore(flow)
         return flow
 
     def _end(self, flow: Flow, ts: float) -> None:
@@ -503,6 +521,9 @@ class FlowTable:
         flow.closed_at = ts
         flow.dissector = None
         self.active.pop(flow.num, None)
+        if not flow.selected and self.ignored is not None:
+            a0, p0, a1, p1 = flow.addr
+            self.ignored.discard(a0, p0, a1, p1, flow.zone)
         self._closed.append(flow)
 
     def _unrecognised(self, flow: Flow) -> None:
@@ -523,6 +544,20 @@ class FlowTable:
             extra={"guess": flow.proto} if flow.proto else {},
         )
         self._sink(flow, [ExchangeCompleted(exchange=exchange)])
+
+    def _ignore(self, flow: Flow) -> None:
+        if self.ignored is not None:
+            a0, p0, a1, p1 = flow.addr
+            self.ignored.add(a0, p0, a1, p1, flow.zone)
+
+    def _last_seen(self, flow: Flow) -> float:
+        """When the connection was last seen, counting the segments the caller's ignore set
+        took out before they reached the table."""
+        if self.ignored is None or flow.selected:
+            return flow.last_ts
+        a0, p0, a1, p1 = flow.addr
+        ns = self.ignored.last_seen(a0, p0, a1, p1, flow.zone)
+        return flow.last_ts if ns is None else max(flow.last_ts, ns / 1e9)
 
     def twin(self, flow: Flow, zone: int) -> Flow | None:
         """The connection with ``flow``'s 4-tuple in another ``zone`` (TLS plaintext beside

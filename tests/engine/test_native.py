@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from shark_tui.engine import capfile, packet
@@ -263,9 +263,120 @@ def test_dissect_over_items_is_dissect_over_packets(tmp_path: Any) -> None:
         d = Dissection(got.append)
         with open(path, "rb") as f:
             c = CaptureFile(f)
-            d.run(c.items() if items else c, c.interfaces)
+            if items:
+                d.run_file(c)
+            else:
+                d.run(c, c.interfaces)
         return got, {"dissect": d.stats, "tcp": d.table.stats, "packet": d.decoder.stats}
 
     fast, slow = run(True), run(False)
     assert fast == slow
     assert len(fast[0]) == 8 and fast[1]["tcp"]["gaps"] > 0
+
+
+# -- connections taken out before the loop (IgnoreSet) -----------------------------------------
+
+
+@st.composite
+def _traffic(draw: st.DrawFn) -> list[tuple[int, bytes]]:
+    """Random HTTP connections on few 4-tuples (ports used again after a close), spread over
+    seconds (sweeps fall in between), some cut: a lost segment, a RST for the FINs, no
+    handshake seen, two ends in IPv6."""
+    from tests.engine import http_traffic
+
+    packets: list[tuple[int, bytes]] = []
+    for _ in range(draw(st.integers(2, 10))):
+        cport = draw(st.sampled_from([40000, 40001, 40002, 40003]))
+        start = http_traffic.T0 + draw(st.integers(0, 20_000)) * 1_000_000
+        n = draw(st.integers(0, 3))
+        six = draw(st.booleans())
+        flow = http_traffic.synthetic_flow(
+            cport, [(http_traffic.REQ, http_traffic.RESP)] * n, start,
+            *(("fd00::1", "fd00::2") if six else ()), step_ns=draw(st.sampled_from([10**6, 10**9])),
+        )  # fmt: skip
+        cut = draw(st.sampled_from(["none", "lose", "rst", "midstream"]))
+        if cut == "lose" and len(flow) > 4:
+            del flow[draw(st.integers(3, len(flow) - 1))]
+        elif cut == "rst":
+            ts, frame = flow[-3]
+            fl = frame.find(b"\x11", 14 + 20 + 13 if not six else 14 + 40 + 13)
+            flow = flow[:-3] + [(ts, frame[:fl] + b"\x14" + frame[fl + 1 :])] if fl > 0 else flow
+        elif cut == "midstream":
+            flow = flow[3:]
+        packets += flow
+    return sorted(packets, key=lambda p: p[0])
+
+
+def _dissect(path: Any, ignore: bool, **kw: Any) -> tuple[list[Any], dict[str, Any]]:
+    from shark_tui.engine.capfile import CaptureFile
+    from shark_tui.engine.dissect import Dissection
+
+    partition = kw.pop("partition", None)
+    chunk = kw.pop("chunk", 1 << 20)
+    got: list[Any] = []
+    d = Dissection(got.append, **kw)
+    d.partition = partition
+    with open(path, "rb") as f:
+        c = CaptureFile(f, chunk)
+        if ignore:
+            d.run_file(c)
+            assert d.table.ignored is not None
+        else:
+            d.run(c, c.interfaces)
+    stats = {"dissect": d.stats, "tcp": d.table.stats, "packet": d.decoder.stats}
+    if ignore:
+        event("segments taken out" if d.table.ignored.dropped else "none taken out")
+    return got, stats
+
+
+def _diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    return {f"{g}.{k}": (v, b[g][k]) for g in a for k, v in a[g].items() if b[g][k] != v}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(packets=_traffic(), jobs=st.integers(2, 3), index=st.integers(0, 2),
+       chunk=st.integers(200, 3000))  # fmt: skip
+def test_property_taking_out_undissected_connections_changes_nothing(
+    packets: list[tuple[int, bytes]], jobs: int, index: int, chunk: int
+) -> None:
+    """A worker's share (and a filter's) dissected with the ignore set equals the same share
+    dissected from every packet: entries, and every counter. Sweeps every 0.5 s of capture."""
+    import tempfile
+    from pathlib import Path
+    from unittest import mock
+
+    from shark_tui.engine import dissect as dissect_mod
+
+    def no_40001(a: str, p: int, b: str, q: int) -> bool:
+        return 40001 not in (p, q)
+
+    with tempfile.TemporaryDirectory() as tmp, mock.patch.object(dissect_mod, "SWEEP_INTERVAL", 0.5):
+        path = fx.write_pcap(Path(tmp) / "t.pcap", fx.LINKTYPE_ETHERNET, packets, nanosecond=True)
+        share = (index % jobs, jobs)
+        for kw in ({"partition": share}, {"flow_filter": no_40001}):
+            fast, slow = _dissect(path, True, chunk=chunk, **kw), _dissect(path, False, **kw)
+            assert fast[0] == slow[0]
+            assert _diff(fast[1], slow[1]) == {}
+
+
+def test_the_ignore_set_takes_out_the_other_workers_segments(tmp_path: Any) -> None:
+    from tests.engine import http_traffic
+
+    packets: list[tuple[int, bytes]] = []
+    for i in range(20):
+        packets += http_traffic.synthetic_flow(41000 + i, [(http_traffic.REQ, http_traffic.RESP)] * 4,
+                                               http_traffic.T0 + i * 10**6)  # fmt: skip
+    path = fx.write_pcap(tmp_path / "t.pcap", fx.LINKTYPE_ETHERNET, sorted(packets),
+                         nanosecond=True)  # fmt: skip
+    from shark_tui.engine.capfile import CaptureFile
+    from shark_tui.engine.dissect import Dissection
+
+    d = Dissection(lambda e: None)
+    d.partition = (0, 2)
+    with open(path, "rb") as f:
+        d.run_file(CaptureFile(f, 2000))  # many batches: the set fills after the first
+    assert d.table.ignored is not None
+    # 10 connections are the other worker's: once decided (their first request), their 8 data
+    # segments go, but for the ones read in the first batch (the set acts from the next)
+    assert 50 <= d.table.ignored.dropped <= 10 * 8
+    assert d.stats["packets"] == len(packets) and d.table.stats["segments"] == len(packets)
