@@ -277,6 +277,15 @@ def test_dissect_over_items_is_dissect_over_packets(tmp_path: Any) -> None:
 # -- connections taken out before the loop (IgnoreSet) -----------------------------------------
 
 
+def _as_ipv6(frame: bytes) -> bytes:
+    """The same TCP segment between fd00::1 and fd00::2 (for 10.0.0.1 and 10.0.0.2)."""
+    seg = PacketDecoder().decode(1, frame, 0)
+    assert seg is not None
+    src, sport, dst, dport, seq, ack, flags, _win, payload = seg
+    six = {b"\n\x00\x00\x01": "fd00::1", b"\n\x00\x00\x02": "fd00::2"}
+    return fx.eth_ipv6_tcp(six[src], six[dst], sport, dport, seq, ack, flags, payload)
+
+
 @st.composite
 def _traffic(draw: st.DrawFn) -> list[tuple[int, bytes]]:
     """Random HTTP connections on few 4-tuples (ports used again after a close), spread over
@@ -290,21 +299,26 @@ def _traffic(draw: st.DrawFn) -> list[tuple[int, bytes]]:
         start = http_traffic.T0 + draw(st.integers(0, 20_000)) * 1_000_000
         n = draw(st.integers(0, 3))
         six = draw(st.booleans())
-        flow = http_traffic.synthetic_flow(
-            cport, [(http_traffic.REQ, http_traffic.RESP)] * n, start,
-            *(("fd00::1", "fd00::2") if six else ()), step_ns=draw(st.sampled_from([10**6, 10**9])),
-        )  # fmt: skip
+        step = draw(st.sampled_from([10**6, 10**9]))
+        flow = http_traffic.synthetic_flow(cport, [(http_traffic.REQ, http_traffic.RESP)] * n,
+                                           start, step_ns=step)  # fmt: skip
+        if six:
+            flow = [(ts, _as_ipv6(frame)) for ts, frame in flow]
         cut = draw(st.sampled_from(["none", "lose", "rst", "midstream"]))
         if cut == "lose" and len(flow) > 4:
             del flow[draw(st.integers(3, len(flow) - 1))]
         elif cut == "rst":
-            ts, frame = flow[-3]
-            fl = frame.find(b"\x11", 14 + 20 + 13 if not six else 14 + 40 + 13)
-            flow = flow[:-3] + [(ts, frame[:fl] + b"\x14" + frame[fl + 1 :])] if fl > 0 else flow
+            ts, frame = flow[-3]  # the client's FIN+ACK becomes a RST+ACK; the rest goes
+            fl = 14 + (40 if six else 20) + 13
+            assert frame[fl] == 0x11
+            flow = [*flow[:-3], (ts, frame[:fl] + b"\x14" + frame[fl + 1 :])]
         elif cut == "midstream":
             flow = flow[3:]
         packets += flow
     return sorted(packets, key=lambda p: p[0])
+
+
+DROPPED: list[int] = []  # what each run with the set took out
 
 
 def _dissect(path: Any, ignore: bool, **kw: Any) -> tuple[list[Any], dict[str, Any]]:
@@ -313,6 +327,7 @@ def _dissect(path: Any, ignore: bool, **kw: Any) -> tuple[list[Any], dict[str, A
 
     partition = kw.pop("partition", None)
     chunk = kw.pop("chunk", 1 << 20)
+    note = kw.pop("note", False)
     got: list[Any] = []
     d = Dissection(got.append, **kw)
     d.partition = partition
@@ -325,7 +340,10 @@ def _dissect(path: Any, ignore: bool, **kw: Any) -> tuple[list[Any], dict[str, A
             d.run(c, c.interfaces)
     stats = {"dissect": d.stats, "tcp": d.table.stats, "packet": d.decoder.stats}
     if ignore:
-        event("segments taken out" if d.table.ignored.dropped else "none taken out")
+        assert d.table.ignored is not None
+        DROPPED.append(d.table.ignored.dropped)
+        if note:
+            event("segments taken out" if d.table.ignored.dropped else "none taken out")
     return got, stats
 
 
@@ -333,7 +351,7 @@ def _diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return {f"{g}.{k}": (v, b[g][k]) for g in a for k, v in a[g].items() if b[g][k] != v}
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(packets=_traffic(), jobs=st.integers(2, 3), index=st.integers(0, 2),
        chunk=st.integers(200, 3000))  # fmt: skip
 def test_property_taking_out_undissected_connections_changes_nothing(
@@ -350,11 +368,13 @@ def test_property_taking_out_undissected_connections_changes_nothing(
     def no_40001(a: str, p: int, b: str, q: int) -> bool:
         return 40001 not in (p, q)
 
-    with tempfile.TemporaryDirectory() as tmp, mock.patch.object(dissect_mod, "SWEEP_INTERVAL", 0.5):
+    sweeps = mock.patch.object(dissect_mod, "SWEEP_INTERVAL", 0.5)
+    with tempfile.TemporaryDirectory() as tmp, sweeps:
         path = fx.write_pcap(Path(tmp) / "t.pcap", fx.LINKTYPE_ETHERNET, packets, nanosecond=True)
         share = (index % jobs, jobs)
         for kw in ({"partition": share}, {"flow_filter": no_40001}):
-            fast, slow = _dissect(path, True, chunk=chunk, **kw), _dissect(path, False, **kw)
+            fast = _dissect(path, True, chunk=chunk, note=True, **kw)
+            slow = _dissect(path, False, **kw)
             assert fast[0] == slow[0]
             assert _diff(fast[1], slow[1]) == {}
 
@@ -364,8 +384,8 @@ def test_the_ignore_set_takes_out_the_other_workers_segments(tmp_path: Any) -> N
 
     packets: list[tuple[int, bytes]] = []
     for i in range(20):
-        packets += http_traffic.synthetic_flow(41000 + i, [(http_traffic.REQ, http_traffic.RESP)] * 4,
-                                               http_traffic.T0 + i * 10**6)  # fmt: skip
+        ex = [(http_traffic.REQ, http_traffic.RESP)] * 4
+        packets += http_traffic.synthetic_flow(41000 + i, ex, http_traffic.T0 + i * 10**6)
     path = fx.write_pcap(tmp_path / "t.pcap", fx.LINKTYPE_ETHERNET, sorted(packets),
                          nanosecond=True)  # fmt: skip
     from shark_tui.engine.capfile import CaptureFile
@@ -380,3 +400,96 @@ def test_the_ignore_set_takes_out_the_other_workers_segments(tmp_path: Any) -> N
     # segments go, but for the ones read in the first batch (the set acts from the next)
     assert 50 <= d.table.ignored.dropped <= 10 * 8
     assert d.stats["packets"] == len(packets) and d.table.stats["segments"] == len(packets)
+
+
+def test_tls_zone_and_fragments_with_the_ignore_set(tmp_path: Any) -> None:
+    """A pcapng whose second interface is the daemon's ``tls`` one carries the same 4-tuples as
+    the first (another zone: another connection each), and some requests come again as IPv4
+    fragments (raw records the C filter cannot see into): each worker's share is the same with
+    and without the set, counters included."""
+    from tests.engine import http_traffic
+
+    eth: list[tuple[int, int, bytes]] = []
+    for i in range(12):
+        ex = [(http_traffic.REQ, http_traffic.RESP)] * 3
+        flow = http_traffic.synthetic_flow(42000 + i, ex, http_traffic.T0 + i * 3 * 10**6)
+        for k, (ts, frame) in enumerate(flow):
+            eth.append((ts, 0, frame))
+            eth.append((ts + 500, 1, frame))  # the same bytes on the "tls" interface
+            if i % 4 == 0 and k == 4:  # a request again, as two fragments
+                ip = frame[14:]
+                eth += [(ts + 700, 0, fx.ethernet(p)) for p in fx.ipv4_fragments(ip, 24)]
+    path = fx.write_pcapng(tmp_path / "z.pcapng", [(1, "eth0"), (1, "tls")], sorted(eth))
+    seen: list[Any] = []
+    DROPPED.clear()
+    for share in [(0, 2), (1, 2), (0, 3), (1, 3), (2, 3)]:
+        fast = _dissect(path, True, partition=share, chunk=700)
+        slow = _dissect(path, False, partition=share)
+        assert fast[0] == slow[0] and _diff(fast[1], slow[1]) == {}
+        seen += fast[0]
+    assert {e["tls"] for e in seen} == {True, False}
+    assert len(seen) == 2 * 72  # each entry in two shares (jobs 2 and 3)
+    assert all(n > 20 for n in DROPPED), DROPPED  # the set did take segments out
+
+
+def _conn(cport: int, isn: int, t: int, close: bool = True) -> list[tuple[int, bytes]]:
+    """One HTTP exchange on 10.0.0.1:cport -> 10.0.0.2:80, client ISN ``isn``, 1 ms apart."""
+    from tests.engine import http_traffic
+
+    req, resp = http_traffic.REQ, http_traffic.RESP
+    c, s = "10.0.0.1", "10.0.0.2"
+    f = fx.eth_ipv4_tcp
+    out = [f(c, s, cport, 80, isn, 0, fx.SYN), f(s, c, 80, cport, 7000, isn + 1, fx.SYN | fx.ACK),
+           f(c, s, cport, 80, isn + 1, 7001, fx.ACK),
+           f(c, s, cport, 80, isn + 1, 7001, fx.ACK | fx.PSH, req),
+           f(s, c, 80, cport, 7001, isn + 1 + len(req), fx.ACK | fx.PSH, resp)]  # fmt: skip
+    if close:
+        a, b = isn + 1 + len(req), 7001 + len(resp)
+        out += [f(c, s, cport, 80, a, b, fx.FIN | fx.ACK), f(s, c, 80, cport, b, a + 1,
+                fx.FIN | fx.ACK), f(c, s, cport, 80, a + 1, b + 1, fx.ACK)]  # fmt: skip
+    return [(t + i * 10**6, frame) for i, frame in enumerate(out)]
+
+
+def _both(packets: list[tuple[int, bytes]], tmp_path: Any, share: tuple[int, int]) -> list[Any]:
+    """Entries of ``share``, the same with the set as without, whatever the batches (chunk
+    sizes from a few records to many)."""
+    path = fx.write_pcap(tmp_path / "t.pcap", fx.LINKTYPE_ETHERNET, sorted(packets),
+                         nanosecond=True)  # fmt: skip
+    slow = _dissect(path, False, partition=share)
+    DROPPED.clear()
+    for chunk in range(150, 1500, 50):
+        fast = _dissect(path, True, partition=share, chunk=chunk)
+        assert fast[0] == slow[0] and _diff(fast[1], slow[1]) == {}, chunk
+    assert max(DROPPED) > 0
+    return slow[0]
+
+
+def test_a_new_connection_on_an_ignored_4_tuple_is_seen(tmp_path: Any) -> None:
+    """Connection 1 (worker 1's) is left open; connection 2 reuses its 4-tuple with a new ISN
+    (a new SYN) and is worker 0's: the set must let it through from its SYN."""
+    t0 = fx.NS * 1_700_000_000
+    first = _conn(43000, 1000, t0, close=False)  # 1
+    filler = [(t0 + 10**7 + i * 10**6, f) for i, (_t, f) in enumerate(_conn(43001, 5, 0) * 2)]
+    second = _conn(43000, 90_000, t0 + fx.NS)  # 4 (2 and 3 are the filler's, the same ISN)
+    got = _both(first + filler + second, tmp_path, (0, 2))
+    assert [e["id"] for e in got if e["src"]["port"] == 43000] == ["4:1"]
+
+
+def test_sweeps_fall_on_the_same_records(tmp_path: Any) -> None:
+    """Worker 0 closes connection 2; worker 1's long connection 1 carries a segment every
+    second for 130 s. Those segments are where the sweeps fall (every 5 s): the one at 125 s
+    forgets connection 2 (closed 120 s before), so a segment on its 4-tuple at 125.5 s starts a
+    new connection (4). The set must keep the records the sweeps fall on, or connection 2 would
+    still be remembered there and the segment counted as after its close."""
+    t0 = fx.NS * 1_700_000_000
+    c, s = "10.0.0.1", "10.0.0.2"
+    long = _conn(44000, 100, t0, close=False)
+    seq = 101 + len(long[3][1]) - 54
+    long += [(t0 + k * fx.NS, fx.eth_ipv4_tcp(c, s, 44000, 80, seq, 7001 + 40, fx.ACK))
+             for k in range(1, 131)]  # fmt: skip
+    short = _conn(44001, 200, t0 + 2 * 10**7)  # 2, worker 0's
+    other = _conn(44002, 300, t0 + 4 * 10**7)  # 3, worker 1's
+    late = (t0 + 125 * fx.NS + fx.NS // 2, fx.eth_ipv4_tcp(
+        c, s, 44001, 80, 5000, 9000, fx.ACK | fx.PSH, b"GET /late HTTP/1.1\r\n\r\n"))  # fmt: skip
+    got = _both(long + short + other + [late], tmp_path, (0, 2))
+    assert [(e["id"], e["summary"]) for e in got] == [("2:1", "/abc"), ("4:1", "/late")]
