@@ -10,6 +10,7 @@ order a single process uses too.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import heapq
 import json
 import os
@@ -69,6 +70,8 @@ def dissect_file(
     pids: list[int] = []
     for index in range(jobs):
         r, w = os.pipe()
+        with contextlib.suppress(OSError):  # 1 MiB pipes: 16x fewer wake-ups than 64 KiB ones
+            fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, _PIPE_BUFFER)
         pid = os.fork()
         if pid == 0:  # the worker
             os.close(r)
