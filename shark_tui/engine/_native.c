@@ -595,7 +595,7 @@ IgnoreSet_filter(IgnoreSet *self, PyObject *args)
     int dropping = 1;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *it = PyList_GET_ITEM(items, i);
-        if (PyTuple_GET_SIZE(it) != 10) {
+        if (!PyTuple_Check(it) || PyTuple_GET_SIZE(it) != 10) {
             dropping = 0;
             goto keep;
         }
@@ -608,6 +608,10 @@ IgnoreSet_filter(IgnoreSet *self, PyObject *args)
             sweeps = 1;
         }
         PyObject *src = PyTuple_GET_ITEM(it, 2), *dst = PyTuple_GET_ITEM(it, 4);
+        if (!PyBytes_Check(src) || !PyBytes_Check(dst) ||
+            PyBytes_GET_SIZE(src) != PyBytes_GET_SIZE(dst) ||
+            (PyBytes_GET_SIZE(src) != 4 && PyBytes_GET_SIZE(src) != 16))
+            goto keep; /* not one of the reader's decoded records */
         long gid = PyLong_AsLong(PyTuple_GET_ITEM(it, 1));
         Py_ssize_t alen = PyBytes_GET_SIZE(src);
         int zone = gid >= 0 && gid < nz ? (int)PyLong_AsLong(PyList_GET_ITEM(zones, gid)) : 0;

@@ -493,3 +493,20 @@ def test_sweeps_fall_on_the_same_records(tmp_path: Any) -> None:
         c, s, 44001, 80, 5000, 9000, fx.ACK | fx.PSH, b"GET /late HTTP/1.1\r\n\r\n"))  # fmt: skip
     got = _both(long + short + other + [late], tmp_path, (0, 2))
     assert [(e["id"], e["summary"]) for e in got] == [("2:1", "/abc"), ("4:1", "/late")]
+
+
+def test_the_ignore_set_leaves_what_is_not_a_decoded_record_alone() -> None:
+    """Anything but the reader's decoded records passes untouched, and never crashes."""
+    from shark_tui.engine._native import IgnoreSet
+
+    s = IgnoreSet()
+    a, b = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
+    s.add(a, 1, b, 2, 0)
+    plain = (0, 0, a, 1, b, 2, 0, 0, 0x10, b"x")
+    odd: list[Any] = [(0, 0, "x", 1, "y", 2, 0, 0, 16, b""), (0, 0, b"abc", 1, b"abc", 2, 0, 0,
+                      16, b""), (0, 0, a, 1, bytes(16), 2, 0, 0, 16, b"")]  # fmt: skip
+    assert s.filter([*odd, plain], [0], None, 5.0) == odd  # taken out: the plain segment only
+    assert s.dropped == 1
+    assert s.filter([7, plain], [0], None, 5.0) == [7, plain]  # after a raw one: nothing
+    with pytest.raises(ValueError):
+        s.add(a, 1, bytes(16), 2, 0)
