@@ -566,33 +566,26 @@ class CaptureFile:
     def warning(self) -> str | None:
         return self.reader.warning
 
+    def _chunks(self) -> Iterator[bytes]:
+        """The file in chunks; the reader is closed (truncation warning) after the last."""
+        read = getattr(self._f, "read1", None) or self._f.read
+        size = self.chunk_size
+        while chunk := read(size):
+            yield chunk
+        self.reader.close()
+
     def item_batches(self) -> Iterator[list[Item]]:
         """The packets, a list per chunk read, plain TCP segments decoded where the C fast
         paths could (see `CaptureReader.feed_items`)."""
-        reader = self.reader
-        read = getattr(self._f, "read1", None) or self._f.read
-        size = self.chunk_size
-        while True:
-            chunk = read(size)
-            if not chunk:
-                break
-            items = reader.feed_items(chunk)
-            if items:
+        feed = self.reader.feed_items
+        for chunk in self._chunks():
+            if items := feed(chunk):
                 yield items
-        reader.close()
 
     def __iter__(self) -> Iterator[RawPacket]:
-        reader = self.reader
-        read = getattr(self._f, "read1", None) or self._f.read
-        size = self.chunk_size
-        while True:
-            chunk = read(size)
-            if not chunk:
-                break
-            packets = reader.feed(chunk)
-            if packets:
-                yield from packets
-        reader.close()
+        feed = self.reader.feed
+        for chunk in self._chunks():
+            yield from feed(chunk)
 
 
 def iter_packets(f: BinaryIO, chunk_size: int = 1 << 20) -> Iterator[RawPacket]:
