@@ -404,10 +404,10 @@ typedef struct {
     long long dropped;
 } IgnoreSet;
 
-/* The key of a connection; *from_low: the first end is the lower one. */
+/* The key of a connection: the same from either end. */
 static void
 ign_key(unsigned char *key, int zone, const unsigned char *a, int ap, const unsigned char *b,
-        int bp, int alen, int *from_low)
+        int bp, int alen)
 {
     int c = memcmp(a, b, (size_t)alen);
     int low_is_a = c < 0 || (c == 0 && ap <= bp);
@@ -422,7 +422,6 @@ ign_key(unsigned char *key, int zone, const unsigned char *a, int ap, const unsi
     memcpy(key + 20, hi, (size_t)alen);
     key[36] = (unsigned char)(hp >> 8);
     key[37] = (unsigned char)hp;
-    *from_low = low_is_a;
 }
 
 static uint64_t
@@ -509,12 +508,12 @@ static int
 ign_parse(PyObject *args, unsigned char *key)
 {
     Py_buffer a, b;
-    int ap, bp, zone, from_low;
+    int ap, bp, zone;
     if (!PyArg_ParseTuple(args, "y*iy*ii", &a, &ap, &b, &bp, &zone))
         return 0;
     int ok = a.len == b.len && (a.len == 4 || a.len == 16);
     if (ok)
-        ign_key(key, zone, a.buf, ap, b.buf, bp, (int)a.len, &from_low);
+        ign_key(key, zone, a.buf, ap, b.buf, bp, (int)a.len);
     else
         PyErr_SetString(PyExc_ValueError, "addresses of 4 or 16 bytes, both alike");
     PyBuffer_Release(&a);
@@ -622,9 +621,8 @@ IgnoreSet_filter(IgnoreSet *self, PyObject *args)
             Py_DECREF(out);
             return NULL;
         }
-        int from_low;
         ign_key(key, zone, (const unsigned char *)PyBytes_AS_STRING(src), sport,
-                (const unsigned char *)PyBytes_AS_STRING(dst), dport, (int)alen, &from_low);
+                (const unsigned char *)PyBytes_AS_STRING(dst), dport, (int)alen);
         ign_slot *s = ign_find(self, key, 0);
         if (s == NULL)
             goto keep;

@@ -59,6 +59,12 @@ MAX_HOLD_BYTES = 64 * 1024 * 1024
 DEFAULT_BODY_CAP = 64 * 1024
 
 
+def _zones(interfaces: list[Any]) -> list[int]:
+    """The flow-table zone of each interface: TLS plaintext (the daemon's ``tls`` interface)
+    stays apart from its ciphertext."""
+    return [TLS_ZONE if i.name == "tls" else 0 for i in interfaces]
+
+
 def tune_gc() -> None:
     """Make the cyclic garbage collector rare: dissection allocates millions of short-lived,
     acyclic lists and dicts, and with the default thresholds the collector's rescans of a
@@ -336,26 +342,24 @@ class Dissection:
         count = 0
         ts = 0.0
         for batch in batches:
+            if len(zones) != len(interfaces):
+                zones = _zones(interfaces)
             if ignored is not None and len(ignored) and type(batch) is list:
-                if len(zones) != len(interfaces):
-                    zones = [TLS_ZONE if i.name == "tls" else 0 for i in interfaces]
                 batch = ignored.filter(batch, zones, next_sweep, SWEEP_INTERVAL)
             for item in batch:
                 count += 1
                 if len(item) == 4:
                     ts_ns, iface, data, _orig_len = item
-                    ifc = interfaces[iface]
-                    seg = decode(ifc.linktype, data, ts_ns)
+                    seg = decode(interfaces[iface].linktype, data, ts_ns)
                     if seg is None:
                         continue
                     src, sport, dst, dport, seq, ack, flags, _win, payload = seg
                 else:
                     ts_ns, iface, src, sport, dst, dport, seq, ack, flags, payload = item
-                    ifc = interfaces[iface]
+                if iface >= len(zones):  # an interface described since (pcapng, mid-file)
+                    zones = _zones(interfaces)
                 ts = ts_ns / 1e9
-                # TLS plaintext (the daemon's ``tls`` interface) stays apart from its ciphertext
-                zone = TLS_ZONE if ifc.name == "tls" else 0
-                segment(ts, src, sport, dst, dport, seq, ack, flags, payload, zone)
+                segment(ts, src, sport, dst, dport, seq, ack, flags, payload, zones[iface])
                 if next_sweep is None:
                     next_sweep = ts + SWEEP_INTERVAL
                     self._adopt_names(source)

@@ -489,8 +489,7 @@ class FlowTable:
         self._flows[_key(src, sport, dst, dport, zone)] = (flow, 0)
         self._flows[_key(dst, dport, src, sport, zone)] = (flow, 1)
         self.active[flow.num] = flow
-        if self.ignored is not None:  # the 4-tuple may have been an undissected connection's
-            self.ignored.discard(src, sport, dst, dport, zone)
+        self._ignore(flow, False)  # the 4-tuple may have been an undissected connection's
         if self._select is not None:
             flow.selected = self._select(flow)
             if not flow.selected:
@@ -521,9 +520,8 @@ class FlowTable:
         flow.closed_at = ts
         flow.dissector = None
         self.active.pop(flow.num, None)
-        if not flow.selected and self.ignored is not None:
-            a0, p0, a1, p1 = flow.addr
-            self.ignored.discard(a0, p0, a1, p1, flow.zone)
+        if not flow.selected:
+            self._ignore(flow, False)
         self._closed.append(flow)
 
     def _unrecognised(self, flow: Flow) -> None:
@@ -545,10 +543,11 @@ class FlowTable:
         )
         self._sink(flow, [ExchangeCompleted(exchange=exchange)])
 
-    def _ignore(self, flow: Flow) -> None:
+    def _ignore(self, flow: Flow, on: bool = True) -> None:
+        """Put the connection in the caller's ignore set (``on``), or take it out."""
         if self.ignored is not None:
             a0, p0, a1, p1 = flow.addr
-            self.ignored.add(a0, p0, a1, p1, flow.zone)
+            (self.ignored.add if on else self.ignored.discard)(a0, p0, a1, p1, flow.zone)
 
     def _last_seen(self, flow: Flow) -> float:
         """When the connection was last seen, counting the segments the caller's ignore set
