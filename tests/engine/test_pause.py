@@ -13,7 +13,7 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,15 +62,17 @@ def _server(tmp: Path, pause: Any) -> Server:
     return srv
 
 
-def test_a_daemon_that_does_not_capture_refuses(tmp_path: Path) -> None:
+def _refused(tmp_path: Path, request: Callable[[Client], Awaitable[Any]], match: str) -> None:
+    """A daemon without capture control refuses ``request`` with a `Failed` for it alone: the
+    connection goes on serving."""
     srv = _server(tmp_path, None)
 
     async def main() -> None:
         c = await Client.connect(srv.address, TOKEN)
         try:
             assert c.hello is not None and "pause" not in c.hello.capabilities
-            with pytest.raises(RequestFailed, match="nothing to pause"):
-                await c.pause(True)
+            with pytest.raises(RequestFailed, match=match):
+                await request(c)
             assert await c.get_stats()  # and it goes on serving
         finally:
             await c.close()
@@ -81,24 +83,14 @@ def test_a_daemon_that_does_not_capture_refuses(tmp_path: Path) -> None:
         srv.stop()
 
 
+def test_a_daemon_that_does_not_capture_refuses(tmp_path: Path) -> None:
+    _refused(tmp_path, lambda c: c.pause(True), "nothing to pause")
+
+
 def test_a_daemon_without_kube_refuses_targets(tmp_path: Path) -> None:
     """`SetTargets` (pods to capture, changed live) needs ``--kube``; the refusal is a
     `Failed` for that request only (tests/kube/test_cluster.py drives a --kube daemon)."""
-    srv = _server(tmp_path, None)
-
-    async def main() -> None:
-        c = await Client.connect(srv.address, TOKEN)
-        try:
-            with pytest.raises(RequestFailed, match="without --kube"):
-                await c.set_targets("^api-", ["shop"])
-            assert await c.get_stats()
-        finally:
-            await c.close()
-
-    try:
-        arun(main())
-    finally:
-        srv.stop()
+    _refused(tmp_path, lambda c: c.set_targets("^api-", ["shop"]), "without --kube")
 
 
 def test_pause_answers_with_the_status_and_tells_the_watchers(tmp_path: Path) -> None:
