@@ -15,6 +15,8 @@
  *   With a link type (per section interface for pcapng), a record that is a plain TCP segment
  *   (as tcp_segment below) comes out decoded instead, without the frame:
  *       (ts_ns, iface, src, sport, dst, dport, seq, ack, flags, payload)
+ *   With an armed IgnoreSet as well (see it below), the decoded records it takes out are not
+ *   appended at all: no tuple, no payload copy; they count in its ``dropped``.
  *   tcp_segment(linktype, data) -> TcpSegment | None
  *       Ethernet (and 802.1Q), Linux SLL/SLL2 and raw IP carrying an unfragmented IPv4 or
  *       IPv6 TCP segment that was captured whole; None for anything else (then
@@ -79,9 +81,15 @@ typedef struct seg_s seg_t;
 static int decode(int linktype, const unsigned char *data, Py_ssize_t end, seg_t *out);
 static PyObject *seg_tuple(const seg_t *g, int with_ts, long long ts, long gid);
 
-/* One record: decoded when its link type is given (>= 0) and it is a plain TCP segment. */
-static PyObject *record(long long ts, long gid, const unsigned char *data, Py_ssize_t n,
-                        uint32_t orig, int linktype);
+typedef struct IgnoreSet IgnoreSet;
+static PyTypeObject IgnoreSetType;
+
+/* One record appended to ``out``: decoded when its link type is given (>= 0) and it is a plain
+ * TCP segment, or not at all when ``ign`` takes it out (``may_skip``); 0, or -1 on error. */
+static int record(PyObject *out, long long ts, long gid, const unsigned char *data,
+                  Py_ssize_t n, uint32_t orig, int linktype, IgnoreSet *ign, int may_skip);
+/* The optional ignore-set argument: NULL for None; -1 for anything else (exception set). */
+static int ign_arg(PyObject *arg, IgnoreSet **ign, PyObject *out);
 
 static PyObject *
 pcap_records(PyObject *self, PyObject *args)
@@ -90,11 +98,16 @@ pcap_records(PyObject *self, PyObject *args)
     Py_ssize_t pos;
     int big, rec_size;
     long long mult;
-    PyObject *out;
+    PyObject *out, *ign_obj = Py_None;
     int linktype = -1;
-    if (!PyArg_ParseTuple(args, "y*npiLO!|i", &view, &pos, &big, &rec_size, &mult, &PyList_Type,
-                          &out, &linktype))
+    IgnoreSet *ign;
+    if (!PyArg_ParseTuple(args, "y*npiLO!|iO", &view, &pos, &big, &rec_size, &mult, &PyList_Type,
+                          &out, &linktype, &ign_obj))
         return NULL;
+    if (ign_arg(ign_obj, &ign, out) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
     const unsigned char *buf = view.buf;
     Py_ssize_t end = view.len;
     if (rec_size != 16 && rec_size != 24) {
@@ -109,7 +122,7 @@ pcap_records(PyObject *self, PyObject *args)
         if ((long long)caplen > MAX_RECORD || pos + rec_size + (Py_ssize_t)caplen > end)
             break;
         long long ts = (long long)sec * NS + (long long)frac * mult;
-        if (append_steal(out, record(ts, 0, h + rec_size, caplen, orig, linktype)) < 0) {
+        if (record(out, ts, 0, h + rec_size, caplen, orig, linktype, ign, 1) < 0) {
             PyBuffer_Release(&view);
             return NULL;
         }
@@ -132,10 +145,15 @@ pcapng_epbs(PyObject *self, PyObject *args)
     Py_buffer view;
     Py_ssize_t pos;
     int big;
-    PyObject *ifs, *out, *linktypes = NULL;
-    if (!PyArg_ParseTuple(args, "y*npO!O!|O!", &view, &pos, &big, &PyList_Type, &ifs,
-                          &PyList_Type, &out, &PyList_Type, &linktypes))
+    PyObject *ifs, *out, *linktypes = NULL, *ign_obj = Py_None;
+    IgnoreSet *ign;
+    if (!PyArg_ParseTuple(args, "y*npO!O!|O!O", &view, &pos, &big, &PyList_Type, &ifs,
+                          &PyList_Type, &out, &PyList_Type, &linktypes, &ign_obj))
         return NULL;
+    if (ign_arg(ign_obj, &ign, out) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
     Py_ssize_t nifs = PyList_GET_SIZE(ifs);
     fast_if small[16];
     fast_if *table = nifs <= 16 ? small : PyMem_Malloc(sizeof(fast_if) * (size_t)nifs);
@@ -188,7 +206,10 @@ pcapng_epbs(PyObject *self, PyObject *args)
             __builtin_mul_overflow((long long)raw, fi->mult, &ts) ||
             __builtin_add_overflow(ts, fi->toff, &ts))
             break; /* Python's integers take it from here */
-        if (append_steal(out, record(ts, fi->gid, b + 28, caplen, orig, fi->linktype)) < 0)
+        /* a record is taken out only when another EPB follows it here: a simple packet block
+         * (no timestamp of its own) takes the time of the record before it from ``out`` */
+        int may_skip = nxt + 4 <= end && rd32(buf + nxt, big) == 6;
+        if (record(out, ts, fi->gid, b + 28, caplen, orig, fi->linktype, ign, may_skip) < 0)
             goto done;
         pos = nxt;
     }
@@ -367,29 +388,46 @@ tcp_segment(PyObject *self, PyObject *args)
     return res;
 }
 
-static PyObject *
-record(long long ts, long gid, const unsigned char *data, Py_ssize_t n, uint32_t orig,
-       int linktype)
+static int ign_take(IgnoreSet *ign, long long ts, long gid, const seg_t *g, int may_skip);
+static void ign_stop(IgnoreSet *ign);
+
+static int
+record(PyObject *out, long long ts, long gid, const unsigned char *data, Py_ssize_t n,
+       uint32_t orig, int linktype, IgnoreSet *ign, int may_skip)
 {
     seg_t g;
-    if (linktype >= 0 && decode(linktype, data, n, &g))
-        return seg_tuple(&g, 1, ts, gid);
-    return packet_tuple(ts, gid, data, n, orig);
+    if (linktype >= 0 && decode(linktype, data, n, &g)) {
+        if (ign != NULL && ign_take(ign, ts, gid, &g, may_skip))
+            return 0;
+        return append_steal(out, seg_tuple(&g, 1, ts, gid));
+    }
+    if (ign != NULL)
+        ign_stop(ign);
+    return append_steal(out, packet_tuple(ts, gid, data, n, orig));
 }
 
 /* -- connections nobody dissects here ------------------------------------------------------ */
 
 /* IgnoreSet: connections (4-tuple and zone) whose plain data and ACK segments the flow table
  * would only count, because nothing of them is dissected in this process (another worker's
- * share, or ruled out by a filter). `filter` takes those out of a batch of decoded records
- * before Python sees them, counting them; every SYN, FIN and RST still goes through.
+ * share, or ruled out by a filter). Given to the record loops above, an armed set takes those
+ * records out as they are read, before any tuple is made, counting them; every SYN, FIN and
+ * RST still goes through.
  *
- * The caller adds a connection while it handles one batch; the set acts from the next. At that
- * point the set holds exactly the connections the table would ignore, and within a batch an
- * entry leaves the set at the first record after which the table might no longer ignore them:
- * a RST or a FIN (the table may end the connection), a SYN without ACK (it may start a new
- * one on the 4-tuple). Leaving early only means the table sees a few more records, which it
- * handles as always. The caller also removes connections it ends otherwise (eviction). */
+ * The caller adds a connection while it handles one batch (the records of one read) and arms
+ * the set before the next read: the set acts from the next batch. At that point it holds
+ * exactly the connections the table would ignore, and within a batch an entry leaves the set at
+ * the first record after which the table might no longer ignore them: a RST or a FIN (the table
+ * may end the connection), a SYN without ACK (it may start a new one on the 4-tuple). Leaving
+ * early only means the table sees a few more records, which it handles as always. The caller
+ * also removes connections it ends otherwise (eviction).
+ *
+ * Sweeps: the caller sweeps its table at the first record it processes with ts >= next_sweep
+ * (then next_sweep = ts + interval; None: set by the first record). `arm` gives the set that
+ * clock, which it runs along the records it reads: a record a sweep falls on is never taken
+ * out, so the sweeps fall on the same records as without the set. After a raw (undecoded)
+ * record nothing more is taken out until the next `arm`: whether and when the caller handles
+ * it is not known here. */
 
 typedef struct {
     unsigned char key[38]; /* zone, address length, lower end (addr, port), higher end */
@@ -397,12 +435,18 @@ typedef struct {
     long long last_ts;     /* of the last record taken out */
 } ign_slot;
 
-typedef struct {
+struct IgnoreSet {
     PyObject_HEAD
     ign_slot *slots;
     Py_ssize_t cap, live, filled;
     long long dropped;
-} IgnoreSet;
+    /* the batch being read (arm): */
+    int dropping;              /* 0 until armed, and after a raw record */
+    int have_sweep;            /* next_sweep is set */
+    double next_sweep, interval;
+    int *zones;                /* zone of each interface (global id) */
+    Py_ssize_t nzones;
+};
 
 /* The key of a connection: the same from either end. */
 static void
@@ -500,6 +544,7 @@ static void
 IgnoreSet_dealloc(IgnoreSet *self)
 {
     PyMem_Free(self->slots);
+    PyMem_Free(self->zones);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -565,86 +610,109 @@ IgnoreSet_last_seen(IgnoreSet *self, PyObject *args)
     return PyLong_FromLongLong(s->last_ts);
 }
 
-/* filter(items, zones, next_sweep, interval) -> the items left: decoded records of ignored
- * connections without SYN, FIN or RST are taken out (counted in ``dropped``); everything else
- * stays, in order. The caller sweeps its table at the first record it processes with
- * ts >= next_sweep (then next_sweep = ts + interval; None: set by the first record): such a
- * record is never taken out, so the sweeps fall on the same records as without the set. After
- * a raw (undecoded) record nothing is taken out: whether the caller processes it is not known
- * here. */
-static PyObject *
-IgnoreSet_filter(IgnoreSet *self, PyObject *args)
+/* What the set does with a decoded record of the connection ``key``: 1 when it takes it out
+ * (counted), else 0 (the record goes on). Runs the sweep clock and lets a connection go at its
+ * FIN, RST or SYN without ACK (see above). */
+static int
+ign_judge(IgnoreSet *self, const unsigned char *key, long long ts_ns, int flags, int may_skip)
 {
-    PyObject *items, *zones, *sweep_arg;
-    double interval;
-    if (!PyArg_ParseTuple(args, "O!O!Od", &PyList_Type, &items, &PyList_Type, &zones,
-                          &sweep_arg, &interval))
-        return NULL;
-    if (self->live == 0)
-        return Py_NewRef(items);
-    int have_sweep = sweep_arg != Py_None;
-    double next_sweep = have_sweep ? PyFloat_AsDouble(sweep_arg) : 0.0;
-    if (have_sweep && next_sweep == -1.0 && PyErr_Occurred())
-        return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(items), nz = PyList_GET_SIZE(zones);
-    PyObject *out = PyList_New(0);
-    if (out == NULL)
-        return NULL;
-    unsigned char key[38];
-    int dropping = 1;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *it = PyList_GET_ITEM(items, i);
-        if (!PyTuple_Check(it) || PyTuple_GET_SIZE(it) != 10) {
-            dropping = 0;
-            goto keep;
-        }
-        long long ts_ns = PyLong_AsLongLong(PyTuple_GET_ITEM(it, 0));
-        double ts = (double)ts_ns / 1e9; /* as Python's ts_ns / 1e9 */
-        int sweeps = 0;                  /* the caller sweeps (or starts its clock) here */
-        if (!have_sweep || ts >= next_sweep) {
-            have_sweep = 1;
-            next_sweep = ts + interval;
-            sweeps = 1;
-        }
-        PyObject *src = PyTuple_GET_ITEM(it, 2), *dst = PyTuple_GET_ITEM(it, 4);
-        if (!PyBytes_Check(src) || !PyBytes_Check(dst) ||
-            PyBytes_GET_SIZE(src) != PyBytes_GET_SIZE(dst) ||
-            (PyBytes_GET_SIZE(src) != 4 && PyBytes_GET_SIZE(src) != 16))
-            goto keep; /* not one of the reader's decoded records */
-        long gid = PyLong_AsLong(PyTuple_GET_ITEM(it, 1));
-        Py_ssize_t alen = PyBytes_GET_SIZE(src);
-        int zone = gid >= 0 && gid < nz ? (int)PyLong_AsLong(PyList_GET_ITEM(zones, gid)) : 0;
-        int sport = (int)PyLong_AsLong(PyTuple_GET_ITEM(it, 3));
-        int dport = (int)PyLong_AsLong(PyTuple_GET_ITEM(it, 5));
-        long flags = PyLong_AsLong(PyTuple_GET_ITEM(it, 8));
-        if (PyErr_Occurred()) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        ign_key(key, zone, (const unsigned char *)PyBytes_AS_STRING(src), sport,
-                (const unsigned char *)PyBytes_AS_STRING(dst), dport, (int)alen);
-        ign_slot *s = ign_find(self, key, 0);
-        if (s == NULL)
-            goto keep;
-        if (flags & 0x05) {
-            /* RST or FIN: the table may end the connection here; from now on it sees all of
-             * this 4-tuple again (a few packets: taking out too little is always safe) */
-            ign_delete(self, s);
-        } else if (flags & 0x02) {   /* SYN: the table looks at it; without ACK it may open */
-            if (!(flags & 0x10))     /* a new connection on this 4-tuple */
-                ign_delete(self, s);
-        } else if (dropping && !sweeps) {
-            s->last_ts = ts_ns;
-            self->dropped++;
-            continue;
-        }
-    keep:
-        if (PyList_Append(out, it) < 0) {
-            Py_DECREF(out);
-            return NULL;
-        }
+    double ts = (double)ts_ns / 1e9; /* as Python's ts_ns / 1e9 */
+    int sweeps = 0;                  /* the caller sweeps (or starts its clock) here */
+    if (!self->have_sweep || ts >= self->next_sweep) {
+        self->have_sweep = 1;
+        self->next_sweep = ts + self->interval;
+        sweeps = 1;
     }
-    return out;
+    ign_slot *s = ign_find(self, key, 0);
+    if (s == NULL)
+        return 0;
+    if (flags & 0x05) {
+        /* RST or FIN: the table may end the connection here; from now on it sees all of this
+         * 4-tuple again (a few packets: taking out too little is always safe) */
+        ign_delete(self, s);
+    } else if (flags & 0x02) {   /* SYN: the table looks at it; without ACK it may open */
+        if (!(flags & 0x10))     /* a new connection on this 4-tuple */
+            ign_delete(self, s);
+    } else if (may_skip && !sweeps) {
+        s->last_ts = ts_ns;
+        self->dropped++;
+        return 1;
+    }
+    return 0;
+}
+
+static int
+ign_take(IgnoreSet *ign, long long ts, long gid, const seg_t *g, int may_skip)
+{
+    if (ign->live == 0)
+        return 0; /* nothing more can go before the next arm: the clock does not matter */
+    unsigned char key[38];
+    int zone = gid >= 0 && gid < ign->nzones ? ign->zones[gid] : 0;
+    const unsigned char *h = g->tcp;
+    ign_key(key, zone, g->src, be16(h), g->dst, be16(h + 2), g->alen);
+    /* not dropping (after a raw record): entries still leave at their FIN, RST or SYN */
+    return ign_judge(ign, key, ts, h[13], may_skip && ign->dropping);
+}
+
+static void
+ign_stop(IgnoreSet *ign)
+{
+    ign->dropping = 0;
+}
+
+static int
+ign_arg(PyObject *arg, IgnoreSet **ign, PyObject *out)
+{
+    *ign = NULL;
+    if (arg == Py_None)
+        return 0;
+    if (!PyObject_TypeCheck(arg, &IgnoreSetType)) {
+        PyErr_SetString(PyExc_TypeError, "ignore must be an IgnoreSet or None");
+        return -1;
+    }
+    *ign = (IgnoreSet *)arg;
+    /* the caller appended a raw record before this call (a block it parsed itself): it is
+     * the last one in ``out``, since everything after it was appended here */
+    Py_ssize_t n = PyList_GET_SIZE(out);
+    if (n && !(PyTuple_Check(PyList_GET_ITEM(out, n - 1)) &&
+               PyTuple_GET_SIZE(PyList_GET_ITEM(out, n - 1)) == 10))
+        ign_stop(*ign);
+    return 0;
+}
+
+/* arm(zones, next_sweep, interval): the next read may take records out (see above). */
+static PyObject *
+IgnoreSet_arm(IgnoreSet *self, PyObject *args)
+{
+    PyObject *zones, *sweep_arg;
+    double interval;
+    if (!PyArg_ParseTuple(args, "O!Od", &PyList_Type, &zones, &sweep_arg, &interval))
+        return NULL;
+    double next_sweep = 0.0;
+    if (sweep_arg != Py_None) {
+        next_sweep = PyFloat_AsDouble(sweep_arg);
+        if (next_sweep == -1.0 && PyErr_Occurred())
+            return NULL;
+    }
+    Py_ssize_t nz = PyList_GET_SIZE(zones);
+    if (nz > self->nzones) {
+        int *grown = PyMem_Realloc(self->zones, sizeof(int) * (size_t)nz);
+        if (grown == NULL)
+            return PyErr_NoMemory();
+        self->zones = grown;
+    }
+    for (Py_ssize_t i = 0; i < nz; i++) {
+        long z = PyLong_AsLong(PyList_GET_ITEM(zones, i));
+        if (z == -1 && PyErr_Occurred())
+            return NULL;
+        self->zones[i] = (int)z;
+    }
+    self->nzones = nz;
+    self->have_sweep = sweep_arg != Py_None;
+    self->next_sweep = next_sweep;
+    self->interval = interval;
+    self->dropping = 1;
+    Py_RETURN_NONE;
 }
 
 static PyObject *
@@ -665,7 +733,8 @@ static PyMethodDef IgnoreSet_methods[] = {
      "discard(src, sport, dst, dport, zone)"},
     {"last_seen", (PyCFunction)IgnoreSet_last_seen, METH_VARARGS,
      "last_seen(src, sport, dst, dport, zone) -> ts_ns of the last record taken out, or None"},
-    {"filter", (PyCFunction)IgnoreSet_filter, METH_VARARGS, "filter(items, zones) -> items"},
+    {"arm", (PyCFunction)IgnoreSet_arm, METH_VARARGS,
+     "arm(zones, next_sweep, interval): the next read may take records out"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -680,7 +749,7 @@ static PyTypeObject IgnoreSetType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "shark_tui.engine._native.IgnoreSet",
     .tp_basicsize = sizeof(IgnoreSet),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Connections whose plain segments are taken out of decoded batches.",
+    .tp_doc = "Connections whose plain segments the record loops take out as they read.",
     .tp_new = IgnoreSet_new,
     .tp_dealloc = (destructor)IgnoreSet_dealloc,
     .tp_methods = IgnoreSet_methods,

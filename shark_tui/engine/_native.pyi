@@ -12,6 +12,7 @@ def pcap_records(
     ts_mult: int,
     out: list[Any],
     linktype: int = -1,
+    ignore: IgnoreSet | None = None,
 ) -> int: ...
 def pcapng_epbs(
     buf: bytes,
@@ -20,11 +21,12 @@ def pcapng_epbs(
     section_ifs: list[tuple[int, int, int]],
     out: list[Any],
     linktypes: list[int] | None = None,
+    ignore: IgnoreSet | None = None,
 ) -> int: ...
 def tcp_segment(linktype: int, data: bytes) -> TcpSegment | None: ...
 
 class IgnoreSet:
-    """Connections whose plain segments are taken out of decoded batches (see _native.c)."""
+    """Connections whose plain segments the record loops take out as they read (_native.c)."""
 
     dropped: int
     def add(self, src: bytes, sport: int, dst: bytes, dport: int, zone: int) -> None: ...
@@ -32,7 +34,5 @@ class IgnoreSet:
     def last_seen(
         self, src: bytes, sport: int, dst: bytes, dport: int, zone: int
     ) -> int | None: ...
-    def filter(
-        self, items: list[Any], zones: list[int], next_sweep: float | None, interval: float
-    ) -> list[Any]: ...
+    def arm(self, zones: list[int], next_sweep: float | None, interval: float) -> None: ...
     def __len__(self) -> int: ...

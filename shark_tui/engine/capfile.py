@@ -172,6 +172,8 @@ class CaptureReader:
 
     __slots__ = (
         "_decode",
+        "_ignore",
+        "_ignore_base",
         "_last_ts",
         "_need",
         "_offset",
@@ -193,6 +195,8 @@ class CaptureReader:
 
     def __init__(self) -> None:
         self._decode = False  # this feed's records may come out decoded (`feed_items`)
+        self._ignore: Any = None  # and the records this `_native.IgnoreSet` takes out are not
+        self._ignore_base = 0  # its count of those when the feed began
         self.interfaces: list[Interface] = []
         #: the section headers' comments (a shark-tui export's pod history is one)
         self.comments: list[str] = []
@@ -224,16 +228,25 @@ class CaptureReader:
         packets: list[RawPacket] = self._feed(data)
         return packets
 
-    def feed_items(self, data: bytes | bytearray | memoryview) -> list[Item]:
+    def feed_items(self, data: bytes | bytearray | memoryview, ignore: Any = None) -> list[Item]:
         """`feed`, except that the packets the C fast paths find to be plain TCP segments come
-        out decoded (`Decoded`: no frame bytes are copied). Without the C module, all
-        `RawPacket`. Either way the same packets, in the same order."""
+        out decoded (`Decoded`: no frame bytes are copied), and those an armed
+        `_native.IgnoreSet` (``ignore``) takes out do not come out at all (counted in ``packets``
+        all the same). Without the C module, all `RawPacket`. Either way the same packets, in
+        the same order."""
         self._decode = _native is not None
+        self._ignore = ignore if self._decode else None
+        self._ignore_base = ignore.dropped if self._ignore is not None else 0
         try:
             items: list[Item] = self._feed(data)
         finally:
             self._decode = False
+            self._ignore = None
         return items
+
+    def _taken(self) -> int:
+        """Records the ignore set took out in this feed (read, not returned)."""
+        return 0 if self._ignore is None else self._ignore.dropped - self._ignore_base
 
     def _feed(self, data: bytes | bytearray | memoryview) -> list[Any]:
         if self._stopped or not data:
@@ -250,7 +263,7 @@ class CaptureReader:
             buf = data if type(data) is bytes else bytes(data)
         out: list[Any] = []
         pos = self._parse(buf, out)
-        self.packets += len(out)
+        self.packets += len(out) + self._taken()
         if out:
             self._last_ts = out[-1][0]
         self._offset += pos
@@ -294,7 +307,7 @@ class CaptureReader:
         self._stopped = True
         self.warning = (
             f"garbage at byte offset {self._offset + pos}: {reason}; stopped reading there "
-            f"({self.packets + read} packets read before it)"
+            f"({self.packets + read + self._taken()} packets read before it)"
         )
 
     def _parse(self, buf: bytes, out: list[RawPacket]) -> int:
@@ -342,7 +355,8 @@ class CaptureReader:
         append = out.append
         if _native is not None:  # the complete records in C; what stops it is decided below
             lt = self.interfaces[0].linktype if self._decode else -1
-            pos = _native.pcap_records(buf, pos, rec.format[0] == ">", hlen, mult, out, lt)
+            big = rec.format[0] == ">"
+            pos = _native.pcap_records(buf, pos, big, hlen, mult, out, lt, self._ignore)
         while True:
             start = pos + hlen
             if start > end:
@@ -374,7 +388,7 @@ class CaptureReader:
             if native is not None:  # the plain EPBs in C; any other block is handled below
                 if decode:
                     lts = [self.interfaces[i[0]].linktype for i in ifs]
-                    pos = native(buf, pos, st is _BE, ifs, out, lts)
+                    pos = native(buf, pos, st is _BE, ifs, out, lts, self._ignore)
                 else:
                     pos = native(buf, pos, st is _BE, ifs, out)
             if pos + 28 <= end:
@@ -574,12 +588,13 @@ class CaptureFile:
             yield chunk
         self.reader.close()
 
-    def item_batches(self) -> Iterator[list[Item]]:
+    def item_batches(self, ignore: Any = None) -> Iterator[list[Item]]:
         """The packets, a list per chunk read, plain TCP segments decoded where the C fast
-        paths could (see `CaptureReader.feed_items`)."""
+        paths could, without those ``ignore`` takes out (see `CaptureReader.feed_items`; the
+        consumer arms it before asking for the next batch)."""
         feed = self.reader.feed_items
         for chunk in self._chunks():
-            if items := feed(chunk):
+            if items := feed(chunk, ignore):
                 yield items
 
     def __iter__(self) -> Iterator[RawPacket]:

@@ -322,12 +322,13 @@ class Dissection:
     def run_file(self, capture: CaptureFile) -> None:
         """Dissect a capture file: its records come decoded from the reader where they can
         (`CaptureFile.item_batches`), and with the C module, the plain segments of connections
-        nothing is dissected of here (another worker's, ruled out by a filter) are taken out
-        of each batch before the loop (`_native.IgnoreSet`): the same entries, the same
-        counters, less work."""
+        nothing is dissected of here (another worker's, ruled out by a filter) are not even
+        made into records (`_native.IgnoreSet`): the same entries, the same counters, less
+        work."""
+        ignored = None
         if _IgnoreSet is not None and (self.partition is not None or self._flow_filter):
-            self.table.ignored = _IgnoreSet()
-        self._run(capture.item_batches(), capture.interfaces, capture)
+            ignored = self.table.ignored = _IgnoreSet()
+        self._run(capture.item_batches(ignored), capture.interfaces, capture)
 
     def _run(
         self, batches: Iterable[Iterable[Item]], interfaces: list[Any], source: object
@@ -342,10 +343,6 @@ class Dissection:
         count = 0
         ts = 0.0
         for batch in batches:
-            if len(zones) != len(interfaces):
-                zones = _zones(interfaces)
-            if ignored is not None and len(ignored) and type(batch) is list:
-                batch = ignored.filter(batch, zones, next_sweep, SWEEP_INTERVAL)
             for item in batch:
                 count += 1
                 if len(item) == 4:
@@ -370,6 +367,10 @@ class Dissection:
                     oldest = table.oldest_pending()
                     self._release(ts if oldest is None else min(oldest, ts))
                     recheck = len(self._held) + HOLD_RECHECK
+            if ignored is not None:  # the next batch is read with this clock and these zones
+                if len(zones) != len(interfaces):
+                    zones = _zones(interfaces)
+                ignored.arm(zones, next_sweep, SWEEP_INTERVAL)
         if ignored is not None:  # what the ignore set took out was read (and segments) too
             count += ignored.dropped
             table.stats["segments"] += ignored.dropped

@@ -495,18 +495,55 @@ def test_sweeps_fall_on_the_same_records(tmp_path: Any) -> None:
     assert [(e["id"], e["summary"]) for e in got] == [("2:1", "/abc"), ("4:1", "/late")]
 
 
-def test_the_ignore_set_leaves_what_is_not_a_decoded_record_alone() -> None:
-    """Anything but the reader's decoded records passes untouched, and never crashes."""
+def test_an_armed_set_takes_records_out_as_they_are_read() -> None:
+    """The reader returns no record of a connection in an armed set but for its SYN, FIN and
+    RST (the FIN lets it go: later records come out); nothing more goes after a raw record in
+    the same read, nor before the set is armed, nor where a sweep falls; what went counts as
+    read. In pcapng a record followed by a simple packet block (which takes its time from the
+    record before it) is never taken out."""
+    from shark_tui.engine import _native
     from shark_tui.engine._native import IgnoreSet
 
+    a, b = "10.0.0.1", "10.0.0.2"
+
+    def seg(port: int, flags: int, data: bytes = b"") -> bytes:
+        return fx.eth_ipv4_tcp(a, b, port, 80, 1, 1, flags, data)
+
+    plain, fin, syn_ack = seg(1, fx.ACK, b"x"), seg(1, fx.FIN | fx.ACK), seg(1, fx.SYN | fx.ACK)
+    mine = seg(2, fx.ACK, b"y")
+    frag = fx.ethernet(fx.ipv4_fragments(seg(1, fx.ACK, b"z" * 64)[14:], 24)[0])
+    t0 = 1_700_000_000 * fx.NS
+
+    def read(frames: list[bytes], arm: bool = True, sweep: float | None = 2e9) -> list[Any]:
+        s = IgnoreSet()
+        s.add(fx.inet_pton(a), 1, fx.inet_pton(b), 80, 0)
+        if arm:
+            s.arm([0], sweep, 5.0)
+        data = fx.pcap_bytes(fx.LINKTYPE_ETHERNET, [(t0 + i, f) for i, f in enumerate(frames)],
+                             nanosecond=True)  # fmt: skip
+        r = CaptureReader()
+        items = r.feed_items(data, s)
+        assert r.packets == len(frames) and s.dropped == len(frames) - len(items)
+        return [(it[3], it[8]) if len(it) == 10 else "raw" for it in items]
+
+    assert read([plain, mine, syn_ack, plain, fin, plain]) == [(2, 0x10), (1, 0x12), (1, 0x11),
+                                                                (1, 0x10)]  # fmt: skip
+    assert read([plain, frag, plain, mine]) == ["raw", (1, 0x10), (2, 0x10)]
+    assert read([plain, plain], arm=False) == [(1, 0x10), (1, 0x10)]
+    assert read([plain, plain], sweep=None) == [(1, 0x10)]  # the clock starts on the first
+
     s = IgnoreSet()
-    a, b = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
-    s.add(a, 1, b, 2, 0)
-    plain = (0, 0, a, 1, b, 2, 0, 0, 0x10, b"x")
-    odd: list[Any] = [(0, 0, "x", 1, "y", 2, 0, 0, 16, b""), (0, 0, b"abc", 1, b"abc", 2, 0, 0,
-                      16, b""), (0, 0, a, 1, bytes(16), 2, 0, 0, 16, b"")]  # fmt: skip
-    assert s.filter([*odd, plain], [0], None, 5.0) == odd  # taken out: the plain segment only
-    assert s.dropped == 1
-    assert s.filter([7, plain], [0], None, 5.0) == [7, plain]  # after a raw one: nothing
+    s.add(fx.inet_pton(a), 1, fx.inet_pton(b), 80, 0)
+    s.arm([0], 2e9, 5.0)
+    blocks = [fx.epb(0, t0 // 1000 + i, plain) for i in range(3)]
+    data = fx.shb() + fx.idb((fx.LINKTYPE_ETHERNET, "eth0"))
+    data += blocks[0] + blocks[1] + fx.spb(mine) + blocks[2]
+    r = CaptureReader()
+    items = r.feed_items(data, s)
+    assert r.packets == 4 and s.dropped == 1
+    assert [len(it) for it in items] == [10, 4, 10]  # the second EPB stayed: an SPB follows
+    assert items[1][0] == items[0][0]  # the SPB has the time of the record before it
+    with pytest.raises(TypeError):
+        _native.pcapng_epbs(data, 0, False, [(0, 1000, 0)], [], [1], "not a set")
     with pytest.raises(ValueError):
-        s.add(a, 1, bytes(16), 2, 0)
+        s.add(fx.inet_pton(a), 1, bytes(16), 2, 0)
