@@ -6,11 +6,15 @@ the user opens it.
 
 A call between two nodes is seen by both nodes' daemons (the client's and the server's), each
 with its own id. With several daemons attached (`RowStore(twins=True)`) such a call is one row:
-a row whose call — proto, both ends' ip:port (`Row.ends`), method, summary and status — matches
-a row already held (or pending) from another node, at a time within `TWIN_SECONDS`, is dropped
-and counted (`RowStore.duplicates`). Rows of one node are never merged: a client that sends the
-same request twice made two calls. Each row absorbs one copy: a call has two ends, and a third
-daemon's copy (a proxy's node in between) shows.
+a row whose call — proto, the client end's ip:port (`Row.client`), method, summary and status —
+matches a row already held (or pending) from another node, at a time within `TWIN_SECONDS`, is
+dropped and counted (`RowStore.duplicates`). The client end, not both ends: a call made through
+a Kubernetes Service leaves the client's pod for ClusterIP:port and reaches the server's pod at
+podIP:targetPort (kube-proxy rewrites the destination on the client's node), so the two copies
+agree on the client's ip:port only — which names the connection by itself, pod addresses being
+unique in a cluster. Rows of one node are never merged: a client that sends the same request
+twice made two calls. Each row absorbs one copy: a call has two ends, and a third daemon's copy
+(a proxy's node in between) shows.
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ __all__ = [
     "TWIN_SECONDS",
     "Row",
     "RowStore",
+    "client_end",
     "endpoint",
-    "ends",
     "row_of",
 ]
 
@@ -65,9 +69,10 @@ class Row(NamedTuple):
     error: str
     src: str
     dst: str
-    #: both ends as seen on the wire (ip, port, ip, port), whatever the pods are called, hashed:
-    #: part of what tells another daemon's copy of the same call; 0 (unknown) is never merged
-    ends: int = 0
+    #: the client end (``src``) as seen on the wire (ip, port), whatever the pod is called,
+    #: hashed: part of what tells another daemon's copy of the same call; 0 (unknown) is never
+    #: merged
+    client: int = 0
 
 
 class _Twin(NamedTuple):
@@ -83,7 +88,7 @@ class _Twin(NamedTuple):
 
 _intern = sys.intern
 #: what two daemons' copies of a call have in common (besides a time within TWIN_SECONDS)
-_CALL = ("ends", "proto", "method", "summary", "status")
+_CALL = ("client", "proto", "method", "summary", "status")
 _call = itemgetter(*map(Row._fields.index, _CALL))
 
 
@@ -99,12 +104,15 @@ def endpoint(e: dict[str, Any] | None) -> str:
     return _intern(f"[{ip}]:{e.get('port')}" if ":" in ip else f"{ip}:{e.get('port')}")
 
 
-def ends(src: Any, dst: Any) -> int:
-    """`Row.ends` of an entry's ``src`` and ``dst``. A hash rather than the text: an int costs a
-    third of an ``ip:port>ip:port`` string per row, and two calls' ends hashing alike (one
-    chance in 2**64) would also need the same method, summary and status at the same second."""
+def client_end(src: Any) -> int:
+    """`Row.client` of an entry's ``src``: its ip and port, hashed (the destination may differ
+    between two daemons' copies of a call: a Service's ClusterIP on the client's node, the
+    pod's address on the server's). A hash rather than the text: an int costs a third of an
+    ``ip:port`` string per row, and two connections' client ends hashing alike (one chance in
+    2**64) would also need the same method, summary and status at the same second. 0 when the
+    client end is unknown."""
     try:
-        return hash((src["ip"], src["port"], dst["ip"], dst["port"])) or 1
+        return hash((src["ip"], src["port"])) or 1
     except (KeyError, TypeError):
         return 0
 
@@ -127,7 +135,7 @@ def row_of(node: str, e: dict[str, Any]) -> Row:
         error=str(e.get("error") or ""),
         src=endpoint(src),
         dst=endpoint(dst),
-        ends=ends(src, dst),
+        client=client_end(src),
     )
 
 
@@ -465,7 +473,7 @@ class RowStore:
         counted), or a copy dropped before and sent again; otherwise ``r`` is registered."""
         call = _call(r)
         if not call[0]:
-            return False  # no ends known
+            return False  # no client end known
         calls = self._calls
         assert calls is not None
         h = hash(call)
@@ -506,7 +514,7 @@ class RowStore:
 
     def _forget(self, r: Row) -> None:
         """``r`` left the list: it no longer stands for its call."""
-        if not r.ends:
+        if not r.client:
             return
         calls = self._calls
         assert calls is not None

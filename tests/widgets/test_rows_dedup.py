@@ -1,6 +1,8 @@
 """A call seen by two nodes' daemons (the client's and the server's) is one row: RowStore drops
-another node's copy of a call held — same proto, ends (ip:port), method, summary and status, at
-a time within TWIN_SECONDS — and counts it; rows of one node are never merged. Whatever order
+another node's copy of a call held — same proto, client end (ip:port), method, summary and
+status, at a time within TWIN_SECONDS — and counts it, whatever the destination looked like
+from each node (a Service's ClusterIP on the client's, the pod's address on the server's);
+rows of one node are never merged. Whatever order
 the copies come in (backlogs newest first, live rows, a daemon that reconnects and sends its
 backlog again), with the cap and `clear`; and in the app over two real daemons."""
 
@@ -14,7 +16,7 @@ import pytest
 
 from shark_tui.app import SharkApp
 from shark_tui.engine import wire
-from shark_tui.widgets.rows import TWIN_SECONDS, Row, RowStore, ends, row_of
+from shark_tui.widgets.rows import TWIN_SECONDS, Row, RowStore, client_end, row_of
 from tests.engine.fixtures_pcap import LINKTYPE_ETHERNET, pcap_bytes
 from tests.engine.test_dissect import connection
 from tests.widgets.appfixture import serve_capture, wait_for
@@ -26,10 +28,8 @@ def call(ts: float, node: str, n: int, *, port: int = 40000, summary: str = "/us
          status: str = "200", dst: str = "10.1.0.1:80") -> Row:  # fmt: skip
     """Node ``node``'s copy of call ``n``, a GET from 10.0.0.1:``port`` (its id says which call
     it is: the same in both nodes' copies, unlike a daemon's)."""
-    ip, dport = dst.split(":")
-    at = ends({"ip": "10.0.0.1", "port": port}, {"ip": ip, "port": int(dport)})
     return Row(ts, node, f"{port}:{n}", "http", "GET", summary, status, 1.0, 10, 20, False, "",
-               "default/web-0", "default/api-0", at)  # fmt: skip
+               "default/web-0", dst, client_end({"ip": "10.0.0.1", "port": port}))  # fmt: skip
 
 
 def settle(store: RowStore, *batches: list[Row]) -> None:
@@ -48,23 +48,26 @@ def registered(store: RowStore) -> int:
     return sum(len(v) if type(v) is list else 1 for v in calls.values())
 
 
-def test_row_of_keeps_the_ends_as_on_the_wire() -> None:
-    """What the daemons call the pods does not matter; ip and port at both ends do."""
+def test_row_of_keeps_the_client_end_as_on_the_wire() -> None:
+    """What the daemons call the pods does not matter, nor where the call was sent (a Service's
+    ClusterIP, the pod's address); the client end's ip and port do."""
     e: dict[str, Any] = {
         "id": "3:1", "proto": "http", "ts": T0, "method": "GET", "summary": "/", "status": 200,
         "src": {"ip": "10.0.0.1", "port": 40000, "pod": "web-0", "ns": "default"},
         "dst": {"ip": "10.1.0.1", "port": 80, "pod": None, "ns": None},
     }  # fmt: skip
     r = row_of("a", e)
-    assert (r.src, r.dst) == ("default/web-0", "10.1.0.1:80") and r.ends
+    assert (r.src, r.dst) == ("default/web-0", "10.1.0.1:80") and r.client
     unnamed = {**e, "src": {"ip": "10.0.0.1", "port": 40000, "pod": None, "ns": None}}
-    assert row_of("b", unnamed).ends == r.ends
+    assert row_of("b", unnamed).client == r.client
+    pod = {"ip": "10.244.1.7", "port": 8080, "pod": "api-0", "ns": "default"}
+    assert row_of("b", {**e, "dst": pod}).client == r.client
     for other in ({**e["src"], "port": 40001}, {**e["src"], "ip": "fd00::1"}):
-        assert row_of("a", {**e, "src": other}).ends not in (r.ends, 0)
+        assert row_of("a", {**e, "src": other}).client not in (r.client, 0)
     reverse = {**e, "src": e["dst"], "dst": e["src"]}
-    assert row_of("a", reverse).ends != r.ends
-    assert row_of("a", {**e, "dst": None}).ends == 0  # ends unknown: never merged
-    assert row_of("a", {**e, "src": {"ip": "10.0.0.1"}}).ends == 0
+    assert row_of("a", reverse).client != r.client
+    assert row_of("a", {**e, "src": None}).client == 0  # client unknown: never merged
+    assert row_of("a", {**e, "src": {"ip": "10.0.0.1"}}).client == 0
 
 
 def test_two_nodes_same_call_one_row_the_first_copy_stays() -> None:
@@ -76,10 +79,35 @@ def test_two_nodes_same_call_one_row_the_first_copy_stays() -> None:
     store = RowStore(twins=True)
     settle(store, [call(T0 + 0.004, "b", 1)], [call(T0, "a", 1)])
     assert held(store) == {("b", "40000:1")} and store.duplicates == 1
-    # another call: other ends, summary or status
+    # another call: another client end, summary or status
     settle(store, [call(T0, "a", 2, port=40001)], [call(T0, "a", 3, summary="/x")],
-           [call(T0, "a", 4, status="500")], [call(T0, "a", 5, dst="10.1.0.2:80")])  # fmt: skip
-    assert len(store) == 5 and store.duplicates == 1
+           [call(T0, "a", 4, status="500")])  # fmt: skip
+    assert len(store) == 4 and store.duplicates == 1
+
+
+def test_a_call_through_a_service_one_row_whatever_each_node_saw_as_its_destination() -> None:
+    """The client's node sees the call go to the Service (ClusterIP:port, no pod), the server's
+    node sees it arrive at the pod (podIP:targetPort): one call, one row. From another client
+    port it is another connection, so another call."""
+
+    def entry(n: int, port: int, dst: dict[str, Any], ts: float) -> dict[str, Any]:
+        return {
+            "id": f"{n}:1", "proto": "http", "ts": ts, "method": "GET", "summary": "/users",
+            "status": 200, "src": {"ip": "10.244.0.5", "port": port, "pod": "web-0",
+                                   "ns": "shop"}, "dst": dst,
+        }  # fmt: skip
+
+    service = {"ip": "10.96.0.10", "port": 80, "pod": None, "ns": None, "service": "api"}
+    pod = {"ip": "10.244.1.7", "port": 8080, "pod": "api-0", "ns": "shop"}
+    store = RowStore(twins=True)
+    settle(store, [row_of("node-a", entry(1, 40000, service, T0))])
+    settle(store, [row_of("node-b", entry(7, 40000, pod, T0 + 0.03))])
+    assert held(store) == {("node-a", "1:1")} and store.duplicates == 1
+    # the server's copy first, and the client's copy of a call from another port
+    store = RowStore(twins=True)
+    settle(store, [row_of("node-b", entry(7, 40000, pod, T0 + 0.03))])
+    settle(store, [row_of("node-a", entry(1, 40001, service, T0))])
+    assert held(store) == {("node-b", "7:1"), ("node-a", "1:1")} and store.duplicates == 0
 
 
 def test_one_node_never_merges() -> None:
@@ -97,9 +125,9 @@ def test_one_node_never_merges() -> None:
     assert len(store) == 2 and store.duplicates == 0 and store._calls is None
 
 
-def test_rows_without_ends_are_never_merged() -> None:
+def test_rows_without_a_client_end_are_never_merged() -> None:
     store = RowStore(twins=True)
-    settle(store, [call(T0, "a", 1)._replace(ends=0)], [call(T0, "b", 1)._replace(ends=0)])
+    settle(store, [call(T0, "a", 1)._replace(client=0)], [call(T0, "b", 1)._replace(client=0)])
     assert len(store) == 2 and store.duplicates == 0
 
 
