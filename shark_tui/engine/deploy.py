@@ -9,8 +9,9 @@ resolver reads (`kube.KubeWatcher`: pods, services, endpoint slices — in every
 a targeted pod talks to pods anywhere) and its binding, a Secret with the daemons' token, and
 the DaemonSet: ``shark-tui daemon --kube --node $(NODE_NAME)`` (the downward API) listening on
 ``127.0.0.1:8898`` of the node (hostNetwork), with hostPID (the container's ``/proc`` is then the
-host's: the pods' network namespaces and processes, so no second ``/proc`` mount), the
-capabilities capture and eBPF need, ``/sys``, tracefs, debugfs and the node's kernel headers
+host's: the pods' network namespaces and processes, what the daemon reads), the host's ``/proc``
+also mounted read-only at ``/host/proc`` (procfs without the paths the container runtime masks),
+the capabilities capture and eBPF need, ``/sys``, tracefs, debugfs and the node's kernel headers
 mounted, requests and limits, and a toleration of every taint (one daemon per node).
 
 **Targets** are what the daemons capture: ``POD_REGEX`` and the namespaces ``-n NS`` (repeatable),
@@ -97,6 +98,8 @@ SECRET: Final = "shark-tui-token"
 DAEMON_PORT: Final = 8898
 TOKEN_DIR: Final = "/var/run/shark-tui"
 STORE_DIR: Final = "/var/lib/shark-tui"
+HOST_PROC: Final = "/host/proc"
+"""Where the host's ``/proc`` is mounted (read-only) in the daemon's container."""
 STORE_BUDGET: Final = "1G"  # the daemon's --max-bytes; the emptyDir's sizeLimit leaves room
 DEFAULT_IMAGE: Final = f"shark-tui:{__version__}"
 """What ``docker build -t shark-tui:VERSION .`` names the Dockerfile's image (README)."""
@@ -301,6 +304,7 @@ def _daemonset(spec: TapSpec) -> Obj:
         "volumeMounts": [
             {"name": "token", "mountPath": TOKEN_DIR, "readOnly": True},
             {"name": "store", "mountPath": STORE_DIR},
+            {"name": "proc", "mountPath": HOST_PROC, "readOnly": True},
             {"name": "sys", "mountPath": "/sys", "readOnly": True},
             {"name": "tracefs", "mountPath": "/sys/kernel/tracing"},
             {"name": "debugfs", "mountPath": "/sys/kernel/debug"},
@@ -334,6 +338,7 @@ def _daemonset(spec: TapSpec) -> Obj:
                     "volumes": [
                         {"name": "token", "secret": {"secretName": SECRET, "defaultMode": 0o400}},
                         {"name": "store", "emptyDir": {"sizeLimit": "2Gi"}},
+                        host("proc", "/proc", "Directory"),
                         host("sys", "/sys", "Directory"),
                         host("tracefs", "/sys/kernel/tracing"),
                         host("debugfs", "/sys/kernel/debug"),

@@ -53,7 +53,7 @@ KINDS = {  # kind -> the stand-in's resource name, in tap's order
 }
 VIOLATIONS = [
     "host namespaces (hostNetwork=true, hostPID=true)",
-    'hostPath volumes (volumes "sys", "tracefs", "debugfs", "modules", "usr-src")',
+    'hostPath volumes (volumes "proc", "sys", "tracefs", "debugfs", "modules", "usr-src")',
     'non-default capabilities (container "daemon" must not include "BPF", "NET_ADMIN", '
     '"PERFMON", "SYS_ADMIN", "SYS_PTRACE" in securityContext.capabilities.add)',
 ]
@@ -468,9 +468,21 @@ def test_daemonset_runs_the_daemon_on_every_node_with_host_access(
     mounts = {m["mountPath"]: m.get("readOnly", False) for m in c["volumeMounts"]}
     assert mounts["/sys"] is True and mounts["/sys/kernel/tracing"] is False
     assert mounts["/var/run/shark-tui"] is True
+    assert mounts["/host/proc"] is True  # the host's /proc, read-only, besides hostPID's
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["token"]["secret"] == {"secretName": "shark-tui-token", "defaultMode": 0o400}
     assert volumes["tracefs"]["hostPath"]["path"] == "/sys/kernel/tracing"
+    assert volumes["proc"]["hostPath"] == {"path": "/proc", "type": "Directory"}
+    hosted = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert {v["name"]: v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v} == {
+        "proc": "/proc",
+        "sys": "/sys",
+        "tracefs": "/sys/kernel/tracing",
+        "debugfs": "/sys/kernel/debug",
+        "modules": "/lib/modules",
+        "usr-src": "/usr/src",
+    }
+    assert set(hosted) == set(volumes)  # every volume mounted, every mount a volume
     # targets: the context's namespace by default, every namespace with -A
     for argv, tail in (
         (["manifests"], ["-n", CONTEXT_NS]),
