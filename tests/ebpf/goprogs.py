@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,14 @@ def go_tool(version: str | None = None) -> str:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     raise GoMissing("go is missing: install golang-go (scripts/setup does)")
+
+
+def go_version(version: str | None = None) -> str:
+    """``go1.19.8``: what Debian's toolchain (``version`` None) or that one calls itself."""
+    with tempfile.TemporaryDirectory(prefix="shark-go-") as tmp:
+        out = subprocess.run([go_tool(version), "env", "GOVERSION"], env=go_env(tmp, version),
+                             capture_output=True, text=True, check=True, timeout=60).stdout
+    return out.strip()
 
 
 def go_env(tmp: str | Path, version: str | None = None) -> dict[str, str]:
@@ -85,8 +94,16 @@ def server(path: str, cert: Path) -> tuple[subprocess.Popen[str], int]:
 
 def client(path: str, url: str, secret: str, n: int, mode: str, delay_ms: int) -> dict[str, Any]:
     """Run the Go client: ``n`` GETs on one connection (``mode`` h1 or h2) after ``delay_ms``;
-    its JSON (``locals``, ``replies``, ``elapsed_ns`` of the requests alone)."""
-    out = subprocess.run([path, url, secret, str(n), mode, str(delay_ms)], capture_output=True,
-                         text=True, check=True, timeout=600).stdout  # fmt: skip
+    its JSON (``locals``, ``replies``, ``elapsed_ns`` of the requests alone) and its ``pid``."""
+    with subprocess.Popen([path, url, secret, str(n), mode, str(delay_ms)], text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:  # fmt: skip
+        try:
+            out, err = proc.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, path, out, err)
     result: dict[str, Any] = json.loads(out)
+    result["pid"] = proc.pid
     return result

@@ -113,9 +113,7 @@ def test_newer_go_stripped_client_to_server(
     bins = newer_gobins(version)
     check_go_pair(bins, tls_daemon, f"go{version}-stripped", mode)
     _d, sock, token = tls_daemon
-    report = json.loads(subprocess.run(
-        [SHARK, "tls-status", "--attach", sock, "--token-file", token, "--json"],
-        capture_output=True, text=True, check=True, timeout=60).stdout)  # fmt: skip
+    report = tls_status(sock, token)
     major, minor = version.split(".")[:2]
     rows = [p["go"] for p in report["processes"]
             if p.get("go") and p["go"]["version"] == f"go{version}"]  # fmt: skip
@@ -154,43 +152,68 @@ def check_go_pair(
                 "127.0.0.1", "127.0.0.1", port)
             assert header(e["request"], "X-Secret") == [secret]
             assert header(e["response"], "X-Echo") == [secret]
-        out = f"{tmp}/go.pcapng"
-        export(sock, token, f"dst.port == {port}", out)
-        if mode == "h1":
-            rows = tshark_fields(out, [f"tcp.port=={port},http"], "http.request",
-                                 ["tcp.srcport", "http.request.uri"])  # fmt: skip
-        else:
-            rows = tshark_fields(out, [f"tcp.port=={port},http2"], "http2.headers.path",
-                                 ["tcp.srcport", "http2.headers.path"])  # fmt: skip
-        assert sorted(r[1] for r in rows if r[0] == str(lport)) == [
-            f"/go/items/{i}" for i in range(3)]  # fmt: skip
+        check_export(sock, token, port, lport, mode, 3, f"{tmp}/go.pcapng")
+
+
+def check_export(sock: str, token: str, port: int, lport: int, mode: str, n: int,
+                 out: str) -> None:  # fmt: skip
+    """Export the connection to ``port`` as pcapng: tshark reads the ``n`` calls the Go client
+    made from ``lport`` in it."""
+    export(sock, token, f"dst.port == {port}", out)
+    if mode == "h1":
+        rows = tshark_fields(out, [f"tcp.port=={port},http"], "http.request",
+                             ["tcp.srcport", "http.request.uri"])  # fmt: skip
+    else:
+        rows = tshark_fields(out, [f"tcp.port=={port},http2"], "http2.headers.path",
+                             ["tcp.srcport", "http2.headers.path"])  # fmt: skip
+    assert sorted(r[1] for r in rows if r[0] == str(lport)) == [
+        f"/go/items/{i}" for i in range(n)], rows  # fmt: skip
 
 
 def test_go_client_to_python_server_gives_each_exchange_once(
     gobins: dict[str, dict[str, str]], tls_daemon: tuple[Daemon, str, str]
 ) -> None:
-    """Both ends are traced (Go probes in the client, OpenSSL probes in the Python server):
-    the connection is taken from one end, so each call shows once."""
+    """Both ends are traced — Go probes in the client, OpenSSL probes in the Python server —
+    and both report plaintext (tls-status counts chunks from each): the connection is taken
+    from one end, so each call shows once, whole."""
     _d, sock, token = tls_daemon
+    secret = "mixed-secret"
     with tempfile.TemporaryDirectory() as tmp:
         cert, _ = tlspeers.make_cert(Path(tmp))
-        with tlspeers.python_tls_server(cert) as (port, _pid):
-            # the Python server answers POST only: a GET is 501, still one exchange each
-            result = go_client(gobins["plain"]["client"], f"https://127.0.0.1:{port}",
-                               "mixed-secret", 4, "h1")  # fmt: skip
+        with tlspeers.python_tls_server(cert) as (port, server_pid):
+            result = go_client(gobins["plain"]["client"], f"https://127.0.0.1:{port}", secret,
+                               4, "h1")  # fmt: skip
             got = wait_entries(sock, token, f"dst.port == {port}", 4)
-        report = json.loads(subprocess.run(
-            [SHARK, "tls-status", "--attach", sock, "--token-file", token, "--json"],
-            capture_output=True, text=True, check=True, timeout=60).stdout)  # fmt: skip
-    lports = {int(a.rsplit(":", 1)[1]) for a in result["locals"]}  # 501 closes: one each
-    assert [r["status"] for r in result["replies"]] == [501] * 4
-    assert len(got) == 4, [(e["proto"], e["summary"]) for e in got]
-    for i, e in enumerate(sorted(got, key=lambda e: e["ts"])):
-        assert e["tls"] and e["src"]["port"] in lports
-        assert (e["method"], e["summary"], e["status"]) == ("GET", f"/go/items/{i}", 501)
-        assert header(e["request"], "X-Secret") == ["mixed-secret"]
-    go_rows = [p for p in report["processes"] if p.get("go")]
-    assert go_rows and all(p["go"]["version"].startswith("go1.") for p in go_rows)
+            report = tls_status(sock, token)
+        assert [(r["status"], r["proto"]) for r in result["replies"]] == [(200, "HTTP/1.1")] * 4
+        assert len(result["locals"]) == 1  # one keep-alive connection
+        lport = int(result["locals"][0].rsplit(":", 1)[1])
+        assert len(got) == 4, [(e["proto"], e["summary"], e["src"]["port"]) for e in got]
+        for i, e in enumerate(sorted(got, key=lambda e: e["ts"])):
+            assert (e["tls"], e["proto"]) == (True, "http")
+            assert (e["method"], e["summary"], e["status"]) == ("GET", f"/go/items/{i}", 200)
+            assert (e["src"]["ip"], e["src"]["port"], e["dst"]["ip"], e["dst"]["port"]) == (
+                "127.0.0.1", lport, "127.0.0.1", port)  # fmt: skip
+            assert header(e["request"], "X-Secret") == [secret]
+            assert header(e["response"], "X-Echo") == [secret]
+            assert json.loads(e["response"]["body"]) == {"path": f"/go/items/{i}"}
+        check_export(sock, token, port, lport, "h1", 4, f"{tmp}/mixed.pcapng")
+    procs = {p["pid"]: p for p in report["processes"]}
+    server, client = procs.get(server_pid), procs.get(result["pid"])
+    assert server is not None and client is not None, report["processes"]
+    # plaintext came from both ends: 4 requests and 4 replies each way, at least
+    assert server["chunks"] >= 8 and server.get("go") is None and server["visible"], server
+    assert client["chunks"] >= 8 and client["go"]["version"] == goprogs.go_version(), client
+    assert client["visible"] and client["go"]["error"] is None, client
+
+
+def tls_status(sock: str, token: str, text: bool = False) -> Any:
+    """The daemon's ``tls-status``: its JSON, or (``text``) its readable lines."""
+    out = subprocess.run(
+        [SHARK, "tls-status", "--attach", sock, "--token-file", token,
+         *(() if text else ("--json",))],
+        capture_output=True, text=True, check=True, timeout=60).stdout  # fmt: skip
+    return out.splitlines() if text else json.loads(out)
 
 
 def test_go_writes_were_copied_at_entry_and_nothing_was_lost(
@@ -199,10 +222,7 @@ def test_go_writes_were_copied_at_entry_and_nothing_was_lost(
     """After the checks above (module order): every Go write was copied by the tail-called
     program at entry (none fell back to its RET) and no buffer was unreadable."""
     _d, sock, token = tls_daemon
-    report = json.loads(subprocess.run(
-        [SHARK, "tls-status", "--attach", sock, "--token-file", token, "--json"],
-        capture_output=True, text=True, check=True, timeout=60).stdout)  # fmt: skip
-    lost = report["lost"]
+    lost = tls_status(sock, token)["lost"]
     assert lost["go_writes_at_return"] == 0, lost
     assert lost["unreadable_bytes"] == 0, lost
     assert lost["unreadable_lost"] == 0, lost

@@ -118,6 +118,14 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+    def do_GET(self):
+        body = json.dumps({"path": self.path}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Echo", self.headers.get("X-Secret", ""))
+        self.end_headers()
+        self.wfile.write(body)
     def log_message(self, *a):
         pass
 srv = http.server.HTTPServer(("127.0.0.1", 0), H)
@@ -147,7 +155,8 @@ print(json.dumps({"local_port": port, "replies": out}), flush=True)
 
 @contextlib.contextmanager
 def python_tls_server(cert: Path) -> Iterator[tuple[int, int]]:
-    """(port, pid) of a Python HTTPS server (POST echoes the JSON body, status 202)."""
+    """(port, pid) of a Python HTTPS server: POST echoes the JSON body (status 202); GET
+    answers 200 with the request's ``X-Secret`` echoed as ``X-Echo``."""
     key = cert.with_name("key.pem")
     proc = subprocess.Popen(
         [sys.executable, "-c", _PY_SERVER, str(cert), str(key)],
