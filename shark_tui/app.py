@@ -19,7 +19,7 @@ from textual.widgets import Static
 
 from shark_tui.engine.client import ClientError
 from shark_tui.engine.filter import validate
-from shark_tui.widgets.command_bar import CommandBar, CommandError, filter_term, parse
+from shark_tui.widgets.command_bar import CommandBar, CommandError, filter_term, parse, target_args
 from shark_tui.widgets.commands import ActionCommands
 from shark_tui.widgets.copy_menu import CopyMenu
 from shark_tui.widgets.detail import DetailScreen
@@ -48,6 +48,7 @@ from shark_tui.widgets.save_dialog import SaveScreen
 from shark_tui.widgets.saver import Selection, default_name, path_problem, save
 from shark_tui.widgets.sort_menu import SortMenu, arrow
 from shark_tui.widgets.status_header import StatusHeader
+from shark_tui.widgets.targets import retarget
 from shark_tui.widgets.tls_status import TlsStatusScreen
 
 #: Protocols toggled by keys 1–8 (DESIGN.md's order) and the filter macro of each.
@@ -464,8 +465,17 @@ class SharkApp(App[None]):
             self.save_to(path, self.selection())
         elif name == "tls":
             self.action_tls_status()
+        elif name == "target":
+            self.run_worker(self._retarget(*target_args(arg)), group="targets",
+                            exit_on_error=False)  # fmt: skip
         else:
             self.add_filter(filter_term(name, arg), error=CommandError)
+
+    async def _retarget(self, pods: str, namespaces: list[str]) -> None:
+        """`:target`: every --kube daemon captures these pods from now on; each says so (or
+        why not) in a notice."""
+        for text, ok in await retarget(self.links, self.header.stats, pods, namespaces):
+            self.notify(text, severity="information" if ok else "warning", timeout=6)
 
     def action_endpoints(self) -> None:
         self.push_screen(EndpointsScreen(self.store))

@@ -1,11 +1,14 @@
-"""The `:` command line (k9s): ``:ns NAME``, ``:pod REGEX``, ``:save PATH``, ``:tls``, ``:q``.
+"""The `:` command line (k9s): ``:ns NAME``, ``:pod REGEX``, ``:target REGEX [-n NS]...``,
+``:save PATH``, ``:tls``, ``:q``.
 
-`parse` and `filter_term` are plain functions; the bar only reads a line, completes command
-names and shows what was wrong. ``ns``/``pod`` become filter terms that the app combines with
-the filter in force."""
+`parse`, `filter_term` and `target_args` are plain functions; the bar only reads a line,
+completes command names and shows what was wrong. ``ns``/``pod`` become filter terms that the
+app combines with the filter in force; ``target`` changes what the ``--kube`` daemons capture
+(`shark_tui.widgets.targets`)."""
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
 from textual.binding import Binding, BindingType
@@ -14,12 +17,25 @@ from textual.widgets import Input, Static
 
 from shark_tui.widgets.messages import CommandSubmitted
 
-__all__ = ["COMMANDS", "CommandBar", "CommandError", "filter_term", "parse", "quote"]
+__all__ = [
+    "COMMANDS",
+    "CommandBar",
+    "CommandError",
+    "filter_term",
+    "parse",
+    "quote",
+    "target_args",
+]
 
 #: name → (argument, help); aliases map to these.
 COMMANDS: dict[str, tuple[str, str]] = {
     "ns": ("NAME", 'only entries with namespace NAME at either end (ns == "NAME")'),
     "pod": ("REGEX", 'only entries with a pod matching REGEX at either end (pod ~ "REGEX")'),
+    "target": (
+        "REGEX [-n NS]...",
+        "capture only the pods matching REGEX (.* every pod) in "
+        "namespaces NS (none: all) on every --kube daemon, from now on",
+    ),
     "save": ("PATH", "save the marked entries, or all shown, to PATH (as w does)"),
     "tls": ("", "TLS status: per process, whether its plaintext is visible, and why not (L)"),
     "q": ("", "quit"),
@@ -46,7 +62,36 @@ def parse(text: str) -> tuple[str, str]:
         raise CommandError(f":{name} needs {needs}")
     if not needs and arg:
         raise CommandError(f":{name} takes no argument")
+    if name == "target":
+        target_args(arg)  # said in the bar, not sent
     return name, arg
+
+
+def target_args(arg: str) -> tuple[str, list[str]]:
+    """(pod regex, namespaces) of ``:target REGEX [-n NS]...`` (the regex may be left out when
+    a namespace is given: every pod of it)."""
+    words = arg.split()
+    pods: list[str] = []
+    namespaces: list[str] = []
+    i = 0
+    while i < len(words):
+        w = words[i]
+        if w in ("-n", "--namespace"):
+            if i + 1 == len(words):
+                raise CommandError(f"{w} needs a namespace")
+            namespaces.append(words[i + 1])
+            i += 2
+            continue
+        pods.append(w)
+        i += 1
+    if len(pods) > 1:
+        raise CommandError(f":target takes one pod regex, not {len(pods)} ({' '.join(pods)})")
+    regex = pods[0] if pods else ""
+    try:
+        re.compile(regex)
+    except re.error as exc:
+        raise CommandError(f"bad pod regex {regex!r}: {exc}") from None
+    return regex, namespaces
 
 
 def quote(value: str) -> str:
@@ -69,7 +114,8 @@ class CommandBar(Vertical):
 
     def compose(self):  # type: ignore[no-untyped-def]
         line = Input(
-            placeholder="ns default · pod api-.* · save out.pcapng · q", id="command-input"
+            placeholder="ns default · pod api-.* · target api- -n shop · save out.pcapng · q",
+            id="command-input",
         )
         line.border_title = ":"
         yield line

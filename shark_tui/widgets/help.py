@@ -70,7 +70,7 @@ class HelpScreen(ModalScreen[None]):
                 yield Static(title, classes="help-group")
                 yield Static(table, classes="help-keys")
             yield Static("commands (:)", classes="help-group")
-            table = _table()
+            table = _table(wrap_first=True)  # a command's arguments may not fit on one line
             for name, (arg, text) in COMMANDS.items():
                 table.add_row(f":{name} {arg}".strip(), text, "")
             yield Static(table, classes="help-keys")
@@ -81,9 +81,9 @@ class HelpScreen(ModalScreen[None]):
             yield Static(table, classes="help-keys")
 
 
-def _table() -> Table:
+def _table(wrap_first: bool = False) -> Table:
     table = Table(box=None, show_header=False, pad_edge=False, expand=False)
-    table.add_column(width=16, no_wrap=True, style="bold")
+    table.add_column(width=16, no_wrap=not wrap_first, style="bold")
     table.add_column(width=56)
     table.add_column(no_wrap=True)
     return table

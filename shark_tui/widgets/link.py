@@ -158,6 +158,17 @@ class DaemonLink:
         stats = await client.pause(paused)
         self.target.post_message(StatsArrived(self.node, stats))
 
+    async def set_targets(self, pods: str, namespaces: list[str]) -> dict[str, Any]:
+        """Target pods on a ``--kube`` daemon (`Client.set_targets`); its status after the
+        change, which also comes up as `StatsArrived`. `RequestFailed` when it refuses."""
+        client = self.client
+        if client is None or not self.up:
+            raise ClientError(f"{self.node}: not connected")
+        self.sent.append(wire.SetTargets(pods=pods, namespaces=list(namespaces)))
+        stats = await client.set_targets(pods, namespaces)
+        self.target.post_message(StatsArrived(self.node, stats))
+        return stats
+
     async def tls_status(self) -> dict[str, Any]:
         """The daemon's TLS status (`Client.get_tls_status`: ``enabled``, ``kernel_path``,
         ``libraries``, ``processes``…, or ``enabled: False`` and the ``reason``)."""

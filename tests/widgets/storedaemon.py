@@ -8,6 +8,10 @@
 - ``capturing=True`` makes the daemon look like a capturing node: its status says it captures
   on ``lo``, and `wire.Pause` reaches ``pause`` (recorded in ``pauses``) instead of failing.
   The capture itself is faked; the real one is paused in ``tests/engine/test_pause.py``.
+- ``kube=True`` makes it look like a ``--kube`` daemon: `wire.SetTargets` reaches
+  ``set_targets`` (recorded in ``targets``; a bad regex refused as the daemon does) and its
+  status has a ``kube`` part with the targets in force. The real one is retargeted in
+  ``tests/kube/test_cluster.py``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import tempfile
 import threading
 from typing import Any
 
+from shark_tui.engine import cluster
 from shark_tui.engine.offline import _load
 from shark_tui.engine.server import Server
 from shark_tui.engine.store import Recorder
@@ -32,8 +37,9 @@ T0 = 1_700_000_000_000_000_000
 
 class StoreDaemon:
     def __init__(
-        self, conns: int = 4, *, node: str = "fixture", capturing: bool = False, first: int = 0
-    ) -> None:
+        self, conns: int = 4, *, node: str = "fixture", capturing: bool = False, first: int = 0,
+        kube: bool = False,
+    ) -> None:  # fmt: skip
         self.tmp = tempfile.mkdtemp(prefix="shark-tui-uitest-")
         self.rec = Recorder(os.path.join(self.tmp, "store"), 1 << 40, 1 << 62)
         self.lock = threading.Lock()
@@ -44,6 +50,8 @@ class StoreDaemon:
         self.capturing = capturing
         self.paused = False
         self.pauses: list[bool] = []
+        self.kube = kube
+        self.targets: list[cluster.Targets] = []
         self.server: Server | None = None
         self.loaded = 0
         self.add(first, conns)
@@ -60,7 +68,13 @@ class StoreDaemon:
         st = self.rec.status()
         if self.capturing:
             st.update(capturing=["lo"], failed={}, paused=self.paused)
+        if self.kube:
+            now = self.targets[-1] if self.targets else cluster.Targets()
+            st["kube"] = {"node": self.node, "targets": now.describe(), "pods": []}
         return st
+
+    def _set_targets(self, pods: str, namespaces: list[str]) -> None:
+        self.targets.append(cluster.Targets(pods, tuple(namespaces)))  # ValueError: bad regex
 
     def _pause(self, paused: bool) -> None:
         self.pauses.append(paused)
@@ -70,6 +84,7 @@ class StoreDaemon:
         srv = Server(
             self.rec, self.lock, self.token, self.sock, self.status, node=self.node,
             pause=self._pause if self.capturing else None,
+            set_targets=self._set_targets if self.kube else None,
         )  # fmt: skip
         srv.start()
         self.server = srv
