@@ -129,6 +129,7 @@ def test_endpoints_view(snap_compare: Any, app: SharkApp) -> None:
 
     assert snap_compare(app, terminal_size=SIZE, run_before=before)
 
+
 def test_sorted_by_latency(snap_compare: Any, app: SharkApp) -> None:
     """o l: slowest first; the header and the column title say so; follow is off."""
 
@@ -272,3 +273,31 @@ def test_tls_status_view(snap_compare: Any, tls_app: SharkApp) -> None:
         await pilot.pause()
 
     assert snap_compare(tls_app, terminal_size=(150, 40), run_before=before)
+
+
+# -- the detail pane: search, esc ----------------------------------------------------------------
+
+
+def _detail_of_row(*keys: str) -> Any:
+    """Open the oldest row (GET /users?id=7) of the fixture daemon, then press ``keys``."""
+
+    async def before(pilot: Any) -> None:
+        await _rows(pilot)
+        await pilot.press("g", "enter")
+        await _screen(pilot, "DetailScreen")
+        await pilot.press(*keys)
+        await pilot.pause()
+        await pilot.pause()
+
+    return before
+
+
+def test_detail_search_box(snap_compare: Any, app: SharkApp) -> None:
+    before = _detail_of_row("slash", *"host")
+    assert snap_compare(app, terminal_size=SIZE, run_before=before)
+
+
+def test_detail_search_box_closed_by_esc(snap_compare: Any, app: SharkApp) -> None:
+    """esc closes the search box only: the pane stays, the term was not searched."""
+    before = _detail_of_row("slash", *"host", "escape")
+    assert snap_compare(app, terminal_size=SIZE, run_before=before)

@@ -17,6 +17,7 @@ from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
+from textual.widget import Widget
 from textual.widgets import Input, Static, TabbedContent, TabPane
 
 from shark_tui.widgets.bodyview import body_view, json_view
@@ -129,7 +130,8 @@ def connection_info(e: dict[str, Any]) -> dict[str, Any]:
     hellos = {side: (e.get(side) or {}).get("tls") for side in ("request", "response")}
     if e.get("proto") == "tcp" and any(hellos.values()):
         info["tls (not decrypted)"] = {
-            "client hello": hellos["request"], "server hello": hellos["response"]
+            "client hello": hellos["request"],
+            "server hello": hellos["response"],
         }
     return info
 
@@ -140,7 +142,7 @@ class DetailScreen(ModalScreen[None]):
         "detail--client", "detail--server", *(f"detail--{role}" for role in ROLES)
     }  # fmt: skip
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape,q", "dismiss", "close", id="detail.close"),
+        Binding("escape,q", "close", "close", id="detail.close"),
         Binding("h", "toggle_hex", "hex/text", id="detail.hex"),
         Binding("slash", "search", "search", id="detail.search"),
         Binding("n", "next_match(1)", "next", show=False, id="detail.next"),
@@ -157,6 +159,7 @@ class DetailScreen(ModalScreen[None]):
         self.term = ""
         self.matches: list[int] = []  # line numbers of the active tab's text holding the term
         self.current = -1
+        self._focus_before: Widget | None = None  # what had the focus before the search box
 
     def compose(self):  # type: ignore[no-untyped-def]
         e = self.entry
@@ -196,10 +199,27 @@ class DetailScreen(ModalScreen[None]):
             self._bodies[f"tab-{side}"] = view
             self.query_one(f"#{side}-body", Static).update(view)
 
+    def action_close(self) -> None:
+        """esc: the topmost first — the search box when it is open, else the pane."""
+        box = self.query_one("#detail-search", Input)
+        if box.display:
+            self._close_search()
+            return
+        self.dismiss()
+
+    def _close_search(self) -> None:
+        """Hide the search box and give the focus back to what had it (the tabs)."""
+        self.query_one("#detail-search", Input).display = False
+        if self._focus_before is not None and self._focus_before.is_attached:
+            self._focus_before.focus()
+        self._focus_before = None
+
     # -- search (/, n, N) ------------------------------------------------------------------------
 
     def action_search(self) -> None:
         box = self.query_one("#detail-search", Input)
+        if not box.display:
+            self._focus_before = self.focused
         box.display = True
         box.focus()
 
@@ -207,7 +227,7 @@ class DetailScreen(ModalScreen[None]):
         if event.input.id != "detail-search":
             return
         event.stop()
-        event.input.display = False
+        self._close_search()
         self.term = event.value
         self._find()
         self.action_next_match(1)

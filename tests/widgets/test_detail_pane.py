@@ -1,0 +1,81 @@
+"""The detail pane over a real daemon (Pilot): what each key does to what the pane shows."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from rich.console import Console
+from textual.widgets import Input, Static, TabbedContent
+
+from shark_tui.app import SharkApp
+from shark_tui.widgets.detail import DetailScreen
+from tests.widgets.appfixture import fixture_daemon, wait_for
+
+
+def drawn(screen: DetailScreen, selector: str, width: int = 140) -> str:
+    """The text of a tab's body as drawn (no styles)."""
+    c = Console(width=width, record=True, color_system=None, file=io.StringIO())
+    c.print(screen.query_one(selector, Static).content)
+    return "\n".join(line.rstrip() for line in c.export_text().splitlines())
+
+
+def run(daemon: tuple[str, str], body: Callable[[SharkApp, Any], Awaitable[None]],
+        size: tuple[int, int] = (150, 40)) -> None:  # fmt: skip
+    async def main() -> None:
+        app = SharkApp([daemon])
+        async with app.run_test(size=size) as pilot:
+            await wait_for(lambda: app.links[0].up and len(app.store) > 0)
+            await body(app, pilot)
+
+    asyncio.run(main())
+
+
+async def open_entry(app: SharkApp, pilot: Any, flt: str) -> DetailScreen:
+    """Filter the list down to one row with ``/``, open it with enter."""
+    if isinstance(app.screen, DetailScreen):
+        await pilot.press("escape")
+    await pilot.press("slash")
+    app.query_one("#filter-input", Input).value = flt  # typing is the filter bar's test
+    await pilot.press("enter")
+    await wait_for(lambda: app.links[0].sent[-1].filter == flt)  # type: ignore[attr-defined]
+    await wait_for(lambda: len(app.store) == 1 and app.store.rows[-1] is not None)
+    await pilot.pause()
+    await pilot.press("enter")
+    await wait_for(lambda: isinstance(app.screen, DetailScreen))
+    await pilot.pause()
+    await pilot.pause()
+    assert isinstance(app.screen, DetailScreen)
+    return app.screen
+
+
+# -- esc: the search box first, then the pane ----------------------------------------------------
+
+
+def test_esc_closes_the_search_box_then_the_pane() -> None:
+    async def body(app: SharkApp, pilot: Any) -> None:
+        screen = await open_entry(app, pilot, "status == 500 and src.port == 40000")
+        box = screen.query_one("#detail-search", Input)
+        tabs = screen.query_one(TabbedContent)
+        before = screen.focused
+        await pilot.press("slash", *"missing")
+        assert box.display and screen.focused is box and box.value == "missing"
+        await pilot.press("escape")  # the box goes, the pane stays, nothing was searched
+        assert app.screen is screen and not box.display
+        assert screen.focused is before and screen.term == ""
+        assert str(screen.query_one("#detail-search-status", Static).render()) == ""
+        await pilot.press("right")  # the focus is back on the tabs: they move
+        assert tabs.active == "tab-response"
+        # after a search the box is closed: esc closes the pane
+        await pilot.press("slash", *"oops", "enter")  # in the Response tab now
+        await wait_for(lambda: "match 1 of" in str(
+            screen.query_one("#detail-search-status", Static).render()))  # fmt: skip
+        assert not box.display
+        await pilot.press("escape")
+        assert not isinstance(app.screen, DetailScreen)
+        assert len(app.store) == 1  # the list's filter was not cleared by that esc
+
+    with fixture_daemon() as daemon:
+        run(daemon, body)
