@@ -1,6 +1,8 @@
 """The pod picker (`p`): fuzzy search over the pods and addresses seen in the list's rows
-(both ends, across filter changes); choosing one narrows the filter to ``pod == "X"`` or
-``ip == "X"``."""
+(both ends, across filter changes); choosing one narrows the filter to that pod in its
+namespace — ``((src.pod == "X" and src.ns == "NS") or (dst.pod == "X" and dst.ns == "NS"))``,
+since pods of one name may run in several namespaces (``pod == "X"`` when the namespace is not
+known) — or to ``ip == "X"``."""
 
 from __future__ import annotations
 
@@ -42,15 +44,24 @@ def candidates(seen: Iterable[str]) -> list[Candidate]:
             ips.setdefault(ip, Candidate("ip", ip, "", f"ip == {quote(ip)}"))
         elif "/" in ep:  # ns/pod
             ns, _, pod = ep.partition("/")
-            pods.setdefault((pod, ns), Candidate("pod", pod, ns, f"pod == {quote(pod)}"))
+            pods.setdefault((pod, ns), Candidate("pod", pod, ns, pod_term(pod, ns)))
         elif ":" in ep:  # ip:port
             ip = ep.rpartition(":")[0]
             ips.setdefault(ip, Candidate("ip", ip, "", f"ip == {quote(ip)}"))
         else:  # a pod without a namespace
-            pods.setdefault((ep, ""), Candidate("pod", ep, "", f"pod == {quote(ep)}"))
+            pods.setdefault((ep, ""), Candidate("pod", ep, "", pod_term(ep, "")))
     return sorted(pods.values(), key=lambda c: (c.name, c.ns)) + sorted(
         ips.values(), key=lambda c: _ip_key(c.name)
     )
+
+
+def pod_term(pod: str, ns: str) -> str:
+    """The filter term for pod ``pod`` of namespace ``ns`` at either end (the namespace pinned
+    at the same end as the name; parenthesised, so it can be and-ed to any filter)."""
+    if not ns:
+        return f"pod == {quote(pod)}"
+    p, n = quote(pod), quote(ns)
+    return f"((src.pod == {p} and src.ns == {n}) or (dst.pod == {p} and dst.ns == {n}))"
 
 
 def _ip_key(ip: str) -> tuple[int, ...] | tuple[int, str]:

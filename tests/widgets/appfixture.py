@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from shark_tui.engine.offline import _load
+from shark_tui.engine.podmap import PodMap
 from shark_tui.engine.server import Server
 from shark_tui.engine.store import Recorder
 from tests.engine.test_dissect import capture
@@ -25,13 +26,17 @@ def serve_capture(
     node: str = "fixture",
     prefix: str = "shark-tui-uitest-",
     tls_status: Callable[[], dict[str, Any]] | None = None,
+    names: Callable[[PodMap], None] | None = None,
 ) -> Iterator[tuple[str, str]]:
     """(address, token) of an in-process `Server` on a Unix socket over a store loaded from
-    the capture ``data`` (None: an empty store)."""
+    the capture ``data`` (None: an empty store). ``names`` fills the store's pod history (as
+    a ``--kube`` daemon's watch would) before anything is dissected."""
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         rec = Recorder(os.path.join(tmp, "store"), 1 << 40, 1 << 62)
         if data is not None:
             _load(io.BytesIO(data), rec)
+        if names is not None:
+            names(rec.attach_names())
         rec.flush()
         token = secrets.token_urlsafe(8)
         sock = os.path.join(tmp, "sock")
