@@ -703,7 +703,9 @@ def add_deploy_parsers(sub: Any) -> None:
 
 
 def _say(text: str) -> None:
-    print(f"shark-tui: {text}", file=sys.stderr, flush=True)
+    # the terminal may be gone (SIGHUP): saying what is undone must not stop the undo
+    with contextlib.suppress(OSError):
+        print(f"shark-tui: {text}", file=sys.stderr, flush=True)
 
 
 def _check_targets(args: argparse.Namespace) -> None:
@@ -752,9 +754,21 @@ def cmd_manifests(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP during ``tap``, raised in the main thread as Ctrl-C raises
+    KeyboardInterrupt, so that `deploy.run_tap`'s ``finally`` undoes (the TUI, when it runs,
+    restores the terminal on the way out). The handler itself does nothing else: work there
+    would re-enter what the main thread was in the middle of — the Tap, a request on the
+    connection pool — and could deadlock."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 def cmd_tap(args: argparse.Namespace) -> int:
     """Deploy, wait, port-forward, the TUI; Ctrl-C, quitting, SIGTERM or SIGHUP (the terminal
-    closed) remove what was deployed unless ``--keep``."""
+    closed) remove what was deployed unless ``--keep`` (exit status 128 + the signal's)."""
     import signal
 
     from shark_tui.engine import deploy
@@ -768,21 +782,28 @@ def cmd_tap(args: argparse.Namespace) -> int:
         print(f"shark-tui: {exc}", file=sys.stderr)
         return EXIT_FAIL
 
+    signals: list[int] = []
+
     def on_signal(signum: int, frame: object) -> None:
-        # no `finally` runs after these signals' default action: undo here, then go
-        if not args.keep:
-            tap.undo()
-        os._exit(128 + signum)
+        # the default action would end the process with no `finally` run: raise instead, once;
+        # a signal during the undo (or after the first) lets the undo under way finish
+        signals.append(signum)
+        if len(signals) == 1 and not tap.undoing:
+            raise _Stopped(signum)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        return deploy.run_tap(tap, keep=args.keep, open_ui=_run_app)
+        rc = deploy.run_tap(tap, keep=args.keep, open_ui=_run_app)
     except deploy.DeployError as exc:
         print(f"shark-tui: {exc}", file=sys.stderr)
-        return EXIT_FAIL
+        rc = EXIT_FAIL
+    except _Stopped:
+        if not args.keep:
+            tap.undo()  # run_tap undid on the way here; this ends an undo cut short as it began
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    return 128 + signals[0] if signals else rc
 
 
 def cmd_clean(args: argparse.Namespace) -> int:

@@ -653,7 +653,11 @@ class _Rollout:
 
 
 class Tap:
-    """One ``tap``: `apply` the objects, `wait` for the daemons, `undo` on the way out."""
+    """One ``tap``: `apply` the objects, `wait` for the daemons, `undo` on the way out.
+
+    One thread drives it (``tap``'s main thread). An interruption — Ctrl-C's KeyboardInterrupt,
+    SIGTERM or SIGHUP raised the same way — may land anywhere, a request included: each write
+    is recorded before it is sent, so `undo` (in `run_tap`'s ``finally``) still finds it."""
 
     def __init__(
         self,
@@ -674,8 +678,8 @@ class Tap:
         self._clock = clock
         self._sleep = sleep
         self._api = _Api(api_client)
-        self._lock = threading.Lock()
         self._changes: list[_Change] = []
+        self.undoing = False  # True while `undo` runs
         self._rollout = _Rollout()
         self._events = True  # False once listing events is forbidden
 
@@ -705,17 +709,23 @@ class Tap:
             self._wait_gone(kind, name)
             current = None
         if current is None:
+            # recorded first: deleting what the server never created is a no-op; but an object
+            # we may not read may be someone else's, which the create only finds (409)
+            change = _Change(kind, ns, name, None)
+            if readable:
+                self._changes.append(change)
             try:
                 created, headers = self._api.request(
                     "POST", "create", kind, ns, body=obj, query=_VALIDATION
                 )
             except _HttpError as e:
+                self._forget(change)  # answered: nothing was created
                 if e.code == 409 and not readable:
                     self.say(f"{what} exists (not readable with your rights): left as it is")
                     return
                 raise _explain(e, _APPLY_FIX) from None
-            with self._lock:
-                self._changes.append(_Change(kind, ns, name, None))
+            if not readable:
+                self._changes.append(change)
             self.say(f"created {what}")
             self._after_write(kind, created, headers)
             return
@@ -736,16 +746,21 @@ class Tap:
             return
         body = copy.deepcopy(obj)
         body["metadata"]["resourceVersion"] = current["metadata"].get("resourceVersion")
+        change = _Change(kind, ns, name, current)
+        self._changes.append(change)  # first, as above: putting back what is unchanged is harmless
         try:
             replaced, headers = self._api.request(
                 "PUT", "update", kind, ns, name, body=body, query=_VALIDATION
             )
         except _HttpError as e:
+            self._forget(change)
             raise _explain(e, _APPLY_FIX) from None
-        with self._lock:
-            self._changes.append(_Change(kind, ns, name, current))
         self.say(f"updated {what} (put back on exit)")
         self._after_write(kind, replaced, headers)
+
+    def _forget(self, change: _Change) -> None:
+        if change in self._changes:
+            self._changes.remove(change)
 
     def _after_write(self, kind: _Kind, obj: Obj, headers: Any) -> None:
         for warning in _warnings(headers):
@@ -884,36 +899,41 @@ class Tap:
 
     def undo(self) -> None:
         """Delete what this run created, put back what it replaced (newest first). Safe to
-        call twice and from a signal handler: each change is undone once."""
-        with self._lock:
-            changes, self._changes = self._changes, []
-        for ch in reversed(changes):
-            what = ch.kind.describe(ch.namespace, ch.name)
-            try:
-                if ch.before is None:
-                    if self._api.delete(ch.kind, ch.namespace, ch.name):
-                        self.say(f"deleted {what}")
-                    continue
-                body = copy.deepcopy(ch.before)
-                body.pop("status", None)
-                now = self._api.get(ch.kind, ch.namespace, ch.name)
-                if now is None:
-                    body["metadata"].pop("resourceVersion", None)
-                    body["metadata"].pop("uid", None)
-                    self._api.request("POST", "create", ch.kind, ch.namespace, body=body)
-                else:
-                    body["metadata"]["resourceVersion"] = now["metadata"].get("resourceVersion")
-                    self._api.request("PUT", "update", ch.kind, ch.namespace, ch.name, body=body)
-                self.say(f"put back {what}")
-            except (_HttpError, DeployError) as e:
-                why = _explain(e, _CLEAN_FIX) if isinstance(e, _HttpError) else e
-                self.say(f"could not undo {what}: {why} (shark-tui clean removes what is left)")
+        call twice: each change is undone once; an interrupted undo leaves the rest recorded.
+        `undoing` says it runs (``tap`` lets a SIGTERM or SIGHUP then wait for it)."""
+        self.undoing = True
+        try:
+            while self._changes:
+                self._undo_one(self._changes.pop())
+        finally:
+            self.undoing = False
+
+    def _undo_one(self, ch: _Change) -> None:
+        what = ch.kind.describe(ch.namespace, ch.name)
+        try:
+            if ch.before is None:
+                if self._api.delete(ch.kind, ch.namespace, ch.name):
+                    self.say(f"deleted {what}")
+                return
+            body = copy.deepcopy(ch.before)
+            body.pop("status", None)
+            now = self._api.get(ch.kind, ch.namespace, ch.name)
+            if now is None:
+                body["metadata"].pop("resourceVersion", None)
+                body["metadata"].pop("uid", None)
+                self._api.request("POST", "create", ch.kind, ch.namespace, body=body)
+            else:
+                body["metadata"]["resourceVersion"] = now["metadata"].get("resourceVersion")
+                self._api.request("PUT", "update", ch.kind, ch.namespace, ch.name, body=body)
+            self.say(f"put back {what}")
+        except (_HttpError, DeployError) as e:
+            why = _explain(e, _CLEAN_FIX) if isinstance(e, _HttpError) else e
+            self.say(f"could not undo {what}: {why} (shark-tui clean removes what is left)")
 
     @property
     def changed(self) -> bool:
         """Whether this run created or replaced anything."""
-        with self._lock:
-            return bool(self._changes)
+        return bool(self._changes)
 
 
 def _warnings(headers: Any) -> list[str]:
@@ -1189,9 +1209,11 @@ def run_tap(
         open_ui([(fw.address, tap.spec.token) for fw in forwards])
         return 0
     finally:
-        for fw in forwards:
-            fw.stop()
-        if not keep:
-            tap.undo()
-        elif deployed or tap.changed:
-            tap.say("--keep: the daemons stay in the cluster (shark-tui clean removes them)")
+        try:
+            for fw in forwards:
+                fw.stop()
+        finally:  # the undo runs even when an interruption lands in a stop
+            if not keep:
+                tap.undo()
+            elif deployed or tap.changed:
+                tap.say("--keep: the daemons stay in the cluster (shark-tui clean removes them)")

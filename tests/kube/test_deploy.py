@@ -15,6 +15,7 @@ import base64
 import copy
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -649,6 +650,132 @@ def test_ctrl_c_in_the_tui_leaves_the_cluster_as_tap_found_it(
         wait_for(lambda: namespace_gone(api))
         assert ours(api) == {}
     assert bystanders(api)
+
+
+UNDONE = [
+    "shark-tui: deleted daemonset shark-tui/shark-tui",
+    "shark-tui: deleted secret shark-tui/shark-tui-token",
+    "shark-tui: deleted clusterrolebinding shark-tui",
+    "shark-tui: deleted clusterrole shark-tui",
+    "shark-tui: deleted serviceaccount shark-tui/shark-tui",
+    "shark-tui: deleted namespace shark-tui",
+]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_or_sighup_while_tap_waits_leaves_the_cluster_as_it_found_it(
+    sig: signal.Signals, api: ApiServer, kubeconfig: Path
+) -> None:
+    """The real program in a child process, signalled while it waits for the rollout (no
+    controller here: the daemons never come): it undoes in its main thread, not in the signal
+    handler, and exits 128 + the signal's number."""
+    add_bystanders(api)
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "shark_tui", "tap", "-n", "shop"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+
+    def read() -> None:
+        assert child.stderr is not None
+        for line in child.stderr:
+            lines.append(line.rstrip("\n"))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: any("rollout:" in line for line in lines), timeout=60)
+        assert len(ours(api)) == 6
+        child.send_signal(sig)
+        signalled = time.monotonic()
+        rc = child.wait(timeout=30)
+        took = time.monotonic() - signalled
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    reader.join(5)
+    assert rc == 128 + sig, lines
+    assert took < 10, took
+    assert lines[-6:] == UNDONE
+    wait_for(lambda: namespace_gone(api))
+    assert ours(api) == {} and bystanders(api)
+
+
+@pytest.mark.parametrize("when", ["in the TUI", "as the forwards stop"])
+def test_a_signal_in_the_tui_undoes_and_one_during_the_undo_waits_for_it(
+    when: str,
+    api: ApiServer,
+    kubeconfig: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SIGTERM while the TUI (its stand-in) runs, or once it quit, as the port-forwards stop,
+    unwinds like Ctrl-C, and the undo runs there, not inside the signal handler; a SIGHUP in
+    the middle of the undo (the terminal closing after it) does not cut it short."""
+    say = cli._say
+    in_handler: list[bool] = []
+
+    def hangup_while_undoing(text: str) -> None:
+        say(text)
+        frame = sys._getframe()
+        while frame.f_back is not None and frame.f_code.co_name != "on_signal":
+            frame = frame.f_back
+        in_handler.append(frame.f_code.co_name == "on_signal")
+        if text.startswith("deleted secret"):
+            os.kill(os.getpid(), signal.SIGHUP)
+
+    monkeypatch.setattr(cli, "_say", hangup_while_undoing)
+    if when == "in the TUI":
+        Ui(monkeypatch, then=lambda: os.kill(os.getpid(), signal.SIGTERM))
+    else:
+        Ui(monkeypatch)
+        stop = FakeForward.stop
+
+        def stop_signalled(self: FakeForward) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+            stop(self)
+
+        monkeypatch.setattr(FakeForward, "stop", stop_signalled)
+    with Controller(api, {"node-a": None}):
+        rc, _, err = run(["tap"], capsys)
+    assert rc == 128 + signal.SIGTERM
+    assert err.splitlines()[-6:] == UNDONE
+    assert len(in_handler) > 12 and not any(in_handler)  # created, rollout, deleted: none there
+    wait_for(lambda: namespace_gone(api))
+    assert ours(api) == {}
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # tap's handlers are gone
+
+
+def test_an_interruption_while_a_create_is_under_way_still_undoes_it(
+    api: ApiServer,
+    kubeconfig: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C (or a signal, raised the same way) after the server created the Secret and
+    before tap read its answer: the Secret is deleted with the rest."""
+    request = deploy._Api.request
+
+    def interrupted(self: Any, method: str, verb: str, kind: Any, *a: Any, **kw: Any) -> Any:
+        answer = request(self, method, verb, kind, *a, **kw)
+        if method == "POST" and kind.kind == "Secret":
+            raise KeyboardInterrupt
+        return answer
+
+    monkeypatch.setattr(deploy._Api, "request", interrupted)
+    Ui(monkeypatch)
+    rc, _, err = run(["tap"], capsys)
+    assert rc == 130
+    assert "shark-tui: created secret shark-tui/shark-tui-token" not in err
+    assert err.splitlines()[-5:] == UNDONE[1:]
+    wait_for(lambda: namespace_gone(api))
+    assert ours(api) == {}
 
 
 def test_second_tap_reuses_the_token_and_puts_back_what_it_changed(
