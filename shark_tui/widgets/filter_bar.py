@@ -1,5 +1,10 @@
 """The `/` filter bar: validated on every keystroke by the filter module (the daemon runs it),
-coloured valid/invalid, with the error naming the column, completion and history."""
+coloured valid/invalid, with the error naming the column, completion and history.
+
+The history (`up`/`down`) outlives the app: loaded from the state file at start (`history`
+module), written back whole when a filter is sent — a few hundred short lines, synchronously,
+and re-read first so that two apps running at once both keep theirs. A file that cannot be read
+is said once and left alone: the history then lives for this run only."""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from textual.containers import Vertical
 from textual.widgets import Input, Static
 
 from shark_tui.engine.filter import completions, validate
+from shark_tui.widgets.history import history_path, load_history, remember, save_history
 from shark_tui.widgets.messages import FilterSubmitted
 
 
@@ -20,10 +26,19 @@ class FilterBar(Vertical):
         Binding("tab", "complete", "complete", show=False, id="filter.complete"),
     ]
 
-    def __init__(self, id: str | None = None) -> None:
+    def __init__(self, id: str | None = None, history_file: str | None = None) -> None:
         super().__init__(id=id)
         self.history: list[str] = []
         self._pos = 0
+        self.history_file = history_path() if history_file is None else history_file
+        self._keep = True  # False: the file could not be read or written; not tried again
+
+    def on_mount(self) -> None:
+        self.history, problem = load_history(self.history_file)
+        self._pos = len(self.history)
+        if problem:
+            self._keep = False
+            self.notify(problem, severity="warning", timeout=8)
 
     def compose(self):  # type: ignore[no-untyped-def]
         yield Input(placeholder="http and status >= 500 · pod ~ api · ...", id="filter-input")
@@ -43,10 +58,20 @@ class FilterBar(Vertical):
         text = event.value
         if validate(text) is not None:
             return  # stays open: the error says what to fix
-        if text and (not self.history or self.history[-1] != text):
-            self.history.append(text)
+        if text.strip():
+            self.history = remember(self.history, text)
+            self._save(text)
         self._pos = len(self.history)
         self.post_message(FilterSubmitted(text))
+
+    def _save(self, text: str) -> None:
+        if not self._keep:
+            return
+        on_disk, problem = load_history(self.history_file)  # another app's filters kept too
+        problem = problem or save_history(self.history_file, remember(on_disk, text))
+        if problem:
+            self._keep = False
+            self.notify(problem, severity="warning", timeout=8)
 
     def action_history(self, step: int) -> None:
         if not self.history:
