@@ -45,6 +45,54 @@ def test_filter_bar_invalid(snap_compare: Any, app: SharkApp) -> None:
     assert snap_compare(app, terminal_size=SIZE, run_before=before)
 
 
+def test_filter_bar_empty(snap_compare: Any, app: SharkApp) -> None:
+    async def before(pilot: Any) -> None:
+        await _rows(pilot)
+        await pilot.press("slash")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=before)
+
+
+def test_filter_bar_valid(snap_compare: Any, app: SharkApp) -> None:
+    """A filter that parses: the bar's border in the success colour, no error line."""
+
+    async def before(pilot: Any) -> None:
+        await _rows(pilot)
+        await pilot.press("slash", *"status >= 500")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=before)
+
+
+def test_filter_bar_completions(snap_compare: Any, app: SharkApp) -> None:
+    """tab on a word with several completions lists them under the bar."""
+
+    async def before(pilot: Any) -> None:
+        await _rows(pilot)
+        await pilot.press("slash", *"status >= 500 and d", "tab")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=before)
+
+
+def test_filter_bar_history_recalled(snap_compare: Any, app: SharkApp) -> None:
+    """Two filters sent, the second in force; the bar opened and up twice: the first."""
+
+    async def before(pilot: Any) -> None:
+        await _rows(pilot)
+        for text in ("status >= 500", 'method == "POST"'):
+            await pilot.press("slash", "ctrl+u", *text, "enter")
+            for _ in range(200):
+                if pilot.app.links[0].sent[-1].filter == text and len(pilot.app.store) == 4:
+                    break
+                await asyncio.sleep(0.05)
+        await pilot.press("slash", "up", "up")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=before)
+
+
 def test_detail_request_tab(snap_compare: Any, app: SharkApp) -> None:
     async def before(pilot: Any) -> None:
         await _rows(pilot)

@@ -52,7 +52,9 @@ class FilterBar(Vertical):
         err = validate(event.value)
         self.input.set_class(err is not None, "-invalid")
         self.input.set_class(err is None and bool(event.value.strip()), "-valid")
-        self.query_one("#filter-error", Static).update("" if err is None else str(err))
+        line = self.query_one("#filter-error", Static)
+        line.update("" if err is None else str(err))
+        line.remove_class("-hint")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         text = event.value
@@ -87,5 +89,7 @@ class FilterBar(Vertical):
         if len(options) == 1:
             self.input.value = (head + " " if head else "") + options[0]
             self.input.cursor_position = len(self.input.value)
-        elif options:
-            self.query_one("#filter-error", Static).update("  ".join(options[:12]))
+        elif options:  # listed on the error line, as a hint
+            line = self.query_one("#filter-error", Static)
+            line.update("  ".join(options[:12]))
+            line.add_class("-hint")
