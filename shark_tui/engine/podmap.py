@@ -335,6 +335,9 @@ class PodMap:
         """Intervals forgotten or refused because of the caps."""
         self.journal_problem: str | None = None
         """What `load` skipped, or why journaling stopped; None when all is well."""
+        self.addresses_added = 0
+        """How many times an address with no history gained one (what `resolve` said None
+        for may name someone now; nothing else can make it)."""
         self._hist: dict[str, _Hist] = {}
         self._live: dict[str, _Live] = {}
         self._objects: dict[_ObjKey, _Change] = {}
@@ -525,6 +528,8 @@ class PodMap:
                 self.dropped += 1
         self._total += len(starts) - n_before
         if starts:
+            if h is None:
+                self.addresses_added += 1
             self._hist[ip] = (starts, views, eff, cut)
         else:
             self._hist.pop(ip, None)

@@ -15,6 +15,11 @@ locations) and the segment files without it (memory-mapped, only what was flushe
   client that wants full entries, makes the engine dissect again.
 - Entry ids are ``FLOW:N``: the flow number of the index (stable across daemon restarts) and
   the exchange's ordinal within the connection.
+- With a pod history (``--kube``), an entry's ends are named when it is dissected. The watch
+  reports a pod some time after its first packets, so a cached summary may have an end the
+  history did not know then: such addresses are remembered (`QueryEngine._unnamed`), and a
+  query made after the history gained addresses names those ends first (`_name_late`), at each
+  entry's time, as a dissection now would.
 """
 
 from __future__ import annotations
@@ -335,7 +340,7 @@ def _resp_at(changes: list[tuple[int, int]], n: int) -> int:
 
 class _Cached:
     __slots__ = ("complete", "emitted", "entries", "facets", "last_ns", "latency", "ordered",
-                 "resp")  # fmt: skip
+                 "resp", "unnamed")  # fmt: skip
 
     def __init__(self) -> None:
         # summaries, in exchange order; None when the cache bound dropped them
@@ -351,6 +356,19 @@ class _Cached:
         #: Redis: (N, version) where the RESP version of the replies changed (``HELLO 3``),
         #: so an entry dissected again from a checkpoint past the HELLO starts in that version
         self.resp: list[tuple[int, int]] = []
+        #: addresses of ends of its summaries that the pod history did not name (at most the
+        #: flow's two), each also in `QueryEngine._unnamed`
+        self.unnamed: tuple[str, ...] = ()
+
+
+def _named(end: dict[str, Any], ref: podmap.Ref) -> dict[str, Any]:
+    """``end`` named by ``ref`` (as `EntryBuilder` names an end when it knows the address)."""
+    out = dict(end, ns=ref.ns)
+    if ref.kind == "pod":
+        out["pod"] = ref.name
+    if ref.service:
+        out["service"] = ref.service
+    return out
 
 
 class QueryEngine:
@@ -376,6 +394,10 @@ class QueryEngine:
         self._strings: dict[str, str] = {}  # methods, protocols...: one object each
         #: Flows with packets indexed but not yet flushed when last looked at.
         self._unflushed: set[int] = set()
+        #: address -> the flows whose cached summaries have an end there that the pod history
+        #: did not name when dissected (`_name_late` names them once it knows the address)
+        self._unnamed: dict[str, set[int]] = {}
+        self._addresses_seen = 0  # the history's `addresses_added` when last looked at
         self.stats = {"dissected_packets": 0, "cursor_evictions": 0, "cache_evictions": 0,
                       "entries": 0, "full_redissections": 0, "exported_packets": 0,
                       "checkpoint_reads": 0, "full_reads": 0, "wire_twins": 0,
@@ -405,6 +427,7 @@ class QueryEngine:
     def update(self, views: list[_FlowView]) -> list[Entry]:
         """Bring the cached entries of these flows up to date; return the new full entries."""
         new: list[Entry] = []
+        names = self.recorder.names
         for v in views:
             cached = self._cache.get(v.num)
             if cached is None:
@@ -468,6 +491,11 @@ class QueryEngine:
                     if type(text) is str and len(text) < 64:
                         sm[key] = strings.setdefault(text, text)
                 summaries.append(sm)
+                if names is not None:
+                    for end in (sm["src"], sm["dst"]):
+                        if end.get("ns") is None and end["ip"] not in cached.unnamed:
+                            cached.unnamed += (end["ip"],)
+                            self._unnamed.setdefault(end["ip"], set()).add(v.num)
                 if sm["proto"] == "redis":
                     _note_resp(cached.resp, k, e)
                 facets = cached.facets
@@ -524,7 +552,49 @@ class QueryEngine:
             c.entries = None
             c.complete = False
             self._cursors.pop(num, None)
+            self._forget_unnamed(num, c)
             self.stats["cache_evictions"] += 1
+
+    def _forget_unnamed(self, num: int, c: _Cached) -> None:
+        """Flow ``num``'s summaries are gone: none of its ends waits for a name any more."""
+        for ip in c.unnamed:
+            nums = self._unnamed.get(ip)
+            if nums is not None:
+                nums.discard(num)
+                if not nums:
+                    del self._unnamed[ip]
+        c.unnamed = ()
+
+    def _name_late(self) -> None:
+        """Name the ends of cached summaries that the pod history did not know when they were
+        dissected and knows now. Looked at only when addresses were added to the history since
+        the last time; then one lookup per address waiting, and the summaries of the flows at
+        the addresses it now knows are named at their own times."""
+        names = self.recorder.names
+        if names is None or not self._unnamed or names.addresses_added == self._addresses_seen:
+            return
+        self._addresses_seen = names.addresses_added  # read first: what comes later is seen next
+        known = [ip for ip in self._unnamed if names.history(ip)]
+        for ip in known:
+            for num in self._unnamed.pop(ip):
+                c = self._cache.get(num)
+                if c is None or not c.entries:
+                    continue
+                c.unnamed = tuple(x for x in c.unnamed if x != ip)
+                # one dict per port and holder, shared by the summaries as `update` shares them
+                renamed: dict[tuple[Any, podmap.Ref], dict[str, Any]] = {}
+                for sm in c.entries:
+                    for key in ("src", "dst"):
+                        end = sm[key]
+                        if end.get("ns") is not None or end["ip"] != ip:
+                            continue
+                        ref = names.resolve(ip, round(sm["ts"] * 1e9), end["port"])
+                        if ref is None:
+                            continue
+                        got = renamed.get((end["port"], ref))
+                        if got is None:
+                            got = renamed[end["port"], ref] = _named(end, ref)
+                        sm[key] = got
 
     def forget_deleted(self) -> None:
         """Drop what belongs to flows the store no longer has."""
@@ -532,7 +602,9 @@ class QueryEngine:
             alive = set(self.recorder.index.by_num)
             segs = {s.seq for s in self.recorder.segment_list()}
         for num in [n for n in self._cache if n not in alive]:
-            self._cached_entries -= len(self._cache.pop(num).entries or ())
+            c = self._cache.pop(num)
+            self._cached_entries -= len(c.entries or ())
+            self._forget_unnamed(num, c)
             self._cursors.pop(num, None)
         self.reader.forget(segs)
 
@@ -557,6 +629,7 @@ class QueryEngine:
         """The stored entries matching ``flt``, in batches: in ts order, or the newest
         ``limit`` newest first. Entries dissected for the first time on the way are also handed
         to ``on_new`` (the live subscribers must hear of them)."""
+        self._name_late()
         views = [v for v in self._views() if v.last_ns >= since_ns]
         pushdown = flt.pushdown
         if pushdown.selective:

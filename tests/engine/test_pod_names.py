@@ -58,8 +58,9 @@ def pod(name: str, ip: str, ns: str = "shop", uid: str | None = None) -> dict[st
     }
 
 
-def history() -> PodMap:
-    pm = PodMap()
+def history(pm: PodMap | None = None) -> PodMap:
+    """The two pods and the address changing hands, as the watch reports them (into ``pm``)."""
+    pm = PodMap() if pm is None else pm
     pm.observe("Pod", pod("web-0", WEB), T1 - 60 * NS)
     pm.observe("Pod", pod("api-a", API), T1 - 60 * NS)
     pm.observe("Pod", pod("api-a", API), T1 + 600 * NS, deleted=True)
@@ -143,3 +144,45 @@ def test_a_damaged_history_is_reported_and_the_entries_stay(tmp_path: Path) -> N
     rec2, warning = import_capture(str(bad), str(tmp_path / "store2"))
     rec2.close()
     assert warning is not None and "pod names not restored" in warning
+
+
+def test_summaries_cached_before_the_watch_knew_the_pods_are_named_later(tmp_path: Path) -> None:
+    """The watch reports pods some time after their first packets: summaries dissected (and
+    cached) before that have unnamed ends. A query made once the history knows the addresses
+    names them from the cache, at each entry's time — the same names a dissection now gives —
+    without dissecting again; a flow whose summaries leave the cache stops waiting."""
+    rec, _ = import_capture(str(capture(tmp_path)), str(tmp_path / "store"))
+    rec.names = PodMap()  # --kube, nothing reported yet
+    q = QueryEngine(rec, threading.Lock())
+    try:
+        first = [e for b in q.backlog(compile_filter("")) for e in b]  # summaries, now cached
+        assert ends(first) == [("/one", None, None, None, None), ("/two", None, None, None, None)]
+        assert set(q._unnamed) == {WEB, API}
+        dissected = q.stats["dissected_packets"]
+        assert [e for b in q.backlog(compile_filter('pod == "web-0"')) for e in b] == []
+
+        history(rec.names)  # the watch catches up
+        again = [e for b in q.backlog(compile_filter("")) for e in b]
+        assert ends(again) == WANT
+        assert q.stats["dissected_packets"] == dissected  # from the cache, not dissected again
+        assert q._unnamed == {}
+        assert ends([e for b in q.backlog(compile_filter(""), detail=True) for e in b]) == WANT
+        sel = [e["summary"] for b in q.backlog(compile_filter('dst.pod == "api-b"')) for e in b]
+        assert sel == ["/two"]
+    finally:
+        q.close()
+        rec.close()
+
+    # a flow dropped from the cache (its summaries gone) waits for nothing
+    rec, _ = import_capture(str(capture(tmp_path)), str(tmp_path / "store2"))
+    rec.names = PodMap()
+    q = QueryEngine(rec, threading.Lock(), max_cached_entries=1)
+    try:
+        assert len([e for b in q.backlog(compile_filter("")) for e in b]) == 2
+        assert q.stats["cache_evictions"] == 1
+        waiting = {num for nums in q._unnamed.values() for num in nums}
+        assert waiting == {n for n, c in q._cache.items() if c.entries}
+        assert len(waiting) == 1
+    finally:
+        q.close()
+        rec.close()

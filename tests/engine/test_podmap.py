@@ -987,3 +987,20 @@ def test_resolve_is_cheap() -> None:
         for n in range(0, 500, 37):
             t = T + gen * 1000 * S + n * S + 500 * S
             assert pm.resolve(ips[n], t) == pref(f"g{gen}-{n}")
+
+
+def test_addresses_added_counts_addresses_that_gain_a_history() -> None:
+    """What the query side looks at before naming ends it cached unnamed: it moves when an
+    address nobody had held gets a holder, not when a known address changes hands."""
+    pm = PodMap()
+    assert pm.addresses_added == 0
+    pm.observe("Pod", pod("a", [IP, "10.0.0.6"]), T)
+    assert pm.addresses_added == 2
+    pm.observe("Pod", pod("a", [IP, "10.0.0.6"]), T + S, deleted=True)
+    pm.observe("Pod", pod("b"), T + 2 * S)  # IP again, to another pod: known already
+    pm.observe("Pod", pod("no-ip", None), T + 2 * S)
+    assert pm.addresses_added == 2
+    pm.forget_before(T + 10 * S)  # 10.0.0.6: nobody since the horizon, forgotten
+    assert pm.history("10.0.0.6") == [] and pm.resolve("10.0.0.6", T) is None
+    pm.observe("Pod", pod("c", "10.0.0.6"), T + 11 * S)
+    assert pm.addresses_added == 3

@@ -174,7 +174,9 @@ def test_pods_named_on_both_ends_through_ip_reuse_and_in_a_later_export(
         assert [curl(web, f"{url}/after/{i}") for i in range(2)] == [404] * 2
         after = wait_entries(sock, token, 'path ~ "^/after"', 2)
         assert [ends(e) for e in after] == [("web-0", "shop", "api-2", "db")] * 2
-        # both sides of the change, asked again now (not from what was cached)
+        # both sides of the change, asked again now: dissect --json asks for full entries,
+        # which the daemon dissects again from the stored packets (its summary cache is not
+        # read), each end named by who held the address at that entry's time
         assert [ends(e) for e in entries(sock, token, 'path ~ "^/before"')] == [ends(before[0])] * 2
         assert [e["summary"] for e in entries(sock, token, 'dst.pod == "api-2"')] == [
             "/after/0", "/after/1"]  # fmt: skip
