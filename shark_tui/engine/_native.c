@@ -1,4 +1,5 @@
-/* The per-packet loops of `capfile` and `packet` in C: the same results, faster.
+/* The per-packet loops of `capfile` and `packet`, and the merge of `parallel`, in C: the same
+ * results, faster.
  *
  * Each function takes over only the common case and hands everything else back to the Python
  * code it speeds up, which stays the reference (and the fallback when this module is not
@@ -30,6 +31,8 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/uio.h>
 
 #define MAX_RECORD (256LL * 1024 * 1024)
 #define NS 1000000000LL
@@ -757,15 +760,211 @@ static PyTypeObject IgnoreSetType = {
     .tp_as_sequence = &IgnoreSet_seq,
 };
 
+/* -- the merge of dissect's workers ------------------------------------------------------- */
+
+/* merge_records(bufs, poss, live, fd) -> (status, index)
+ *
+ * Each worker of `dissect --jobs` streams records: a header (ts: double, flow: u32, n: u32,
+ * length: i32, little-endian) and ``length`` bytes of payload, in (ts, flow, n) order; the last
+ * record has flow 0xFFFFFFFF (end: a summary follows) or 0xFFFFFFFE (failed). What was read of
+ * stream i and not merged yet is ``bufs[2i]`` then ``bufs[2i + 1]`` (the end of one read, the
+ * next read: a record may straddle them) from offset ``poss[i]``; ``live[i]`` says whether the
+ * stream is still merged. The payloads of the smallest complete records (ties: the lower
+ * stream, as heapq.merge) are written to ``fd`` (gathered, straight from the buffers) until a
+ * live stream's next record is not complete in its buffers (status 1, that stream: read more),
+ * the smallest record is an end or failed one, or has a length below 0 (status 2, that stream:
+ * the caller reads it), or no stream is live (status 0). ``poss`` is updated in place; a write
+ * error raises OSError. */
+
+#define REC_HEAD 20
+#define MAX_IOV 512
+
+typedef struct {
+    Py_buffer a, b;
+    Py_ssize_t pos;
+    int on;
+} stream_t;
+
+/* ``n`` bytes of the stream from offset ``off`` of a+b: pointers and lengths of the (at most
+ * two) pieces; the count of pieces (0 for n = 0), or -1 when not all there. */
+static int
+stream_at(const stream_t *s, Py_ssize_t off, Py_ssize_t n, struct iovec *v)
+{
+    Py_ssize_t alen = s->a.len;
+    if (off + n > alen + s->b.len)
+        return -1;
+    int k = 0;
+    if (off < alen) {
+        Py_ssize_t take = alen - off < n ? alen - off : n;
+        v[k].iov_base = (char *)s->a.buf + off;
+        v[k++].iov_len = (size_t)take;
+        off += take;
+        n -= take;
+    }
+    if (n > 0) {
+        v[k].iov_base = (char *)s->b.buf + (off - alen);
+        v[k++].iov_len = (size_t)n;
+    }
+    return k;
+}
+
+/* Write all of ``v[0:n]``; -1 with errno set on failure. The GIL is released meanwhile. */
+static int
+write_all(int fd, struct iovec *v, int n)
+{
+    int rc = 0;
+    Py_BEGIN_ALLOW_THREADS
+    while (n > 0) {
+        ssize_t w = writev(fd, v, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            rc = -1;
+            break;
+        }
+        while (n > 0 && (size_t)w >= v->iov_len) {
+            w -= (ssize_t)v->iov_len;
+            v++;
+            n--;
+        }
+        if (n > 0) {
+            v->iov_base = (char *)v->iov_base + w;
+            v->iov_len -= (size_t)w;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    return rc;
+}
+
+static PyObject *
+merge_records(PyObject *self, PyObject *args)
+{
+    PyObject *bufs, *poss, *live;
+    int fd;
+    if (!PyArg_ParseTuple(args, "O!O!O!i", &PyList_Type, &bufs, &PyList_Type, &poss,
+                          &PyList_Type, &live, &fd))
+        return NULL;
+    Py_ssize_t k = PyList_GET_SIZE(poss);
+    if (k > 64 || PyList_GET_SIZE(bufs) != 2 * k || PyList_GET_SIZE(live) != k) {
+        PyErr_SetString(PyExc_ValueError,
+                        "two buffers, a position and a flag per stream, at most 64 streams");
+        return NULL;
+    }
+    stream_t st[64];
+    Py_ssize_t got = 0;
+    PyObject *result = NULL;
+    struct iovec iov[MAX_IOV];
+    int niov = 0;
+    for (; got < k; got++) {
+        stream_t *s = &st[got];
+        if (PyObject_GetBuffer(PyList_GET_ITEM(bufs, 2 * got), &s->a, PyBUF_SIMPLE) < 0)
+            goto fail;
+        if (PyObject_GetBuffer(PyList_GET_ITEM(bufs, 2 * got + 1), &s->b, PyBUF_SIMPLE) < 0) {
+            PyBuffer_Release(&s->a);
+            goto fail;
+        }
+        s->pos = PyLong_AsSsize_t(PyList_GET_ITEM(poss, got));
+        s->on = PyObject_IsTrue(PyList_GET_ITEM(live, got));
+        if ((s->pos == -1 && PyErr_Occurred()) || s->on < 0) {
+            got++;
+            goto fail;
+        }
+        if (s->pos < 0 || s->pos > s->a.len + s->b.len) {
+            got++;
+            PyErr_SetString(PyExc_ValueError, "a position outside its buffers");
+            goto fail;
+        }
+    }
+    int status = 0;
+    Py_ssize_t index = -1;
+    for (;;) {
+        Py_ssize_t best = -1;
+        double best_ts = 0;
+        uint32_t best_flow = 0, best_n = 0;
+        int32_t best_len = 0;
+        for (Py_ssize_t i = 0; i < k; i++) {
+            stream_t *s = &st[i];
+            if (!s->on)
+                continue;
+            unsigned char h[REC_HEAD];
+            struct iovec v[2];
+            int pieces = stream_at(s, s->pos, REC_HEAD, v);
+            if (pieces < 0) {
+                status = 1;
+                index = i;
+                goto out;
+            }
+            memcpy(h, v[0].iov_base, v[0].iov_len);
+            if (pieces == 2)
+                memcpy(h + v[0].iov_len, v[1].iov_base, v[1].iov_len);
+            double ts;
+            uint32_t flow, n;
+            int32_t length;
+            memcpy(&ts, h, 8);
+            memcpy(&flow, h + 8, 4);
+            memcpy(&n, h + 12, 4);
+            memcpy(&length, h + 16, 4);
+            if (length >= 0 && stream_at(s, s->pos + REC_HEAD, length, v) < 0) {
+                status = 1;
+                index = i;
+                goto out;
+            }
+            if (best < 0 || ts < best_ts ||
+                (ts == best_ts && (flow < best_flow || (flow == best_flow && n < best_n)))) {
+                best = i;
+                best_ts = ts;
+                best_flow = flow;
+                best_n = n;
+                best_len = length;
+            }
+        }
+        if (best < 0)
+            goto out;
+        if (best_flow >= 0xFFFFFFFEu || best_len < 0) {
+            status = 2;
+            index = best;
+            goto out;
+        }
+        stream_t *s = &st[best];
+        if (niov + 2 > MAX_IOV) {
+            if (write_all(fd, iov, niov) < 0) {
+                PyErr_SetFromErrno(PyExc_OSError);
+                goto fail;
+            }
+            niov = 0;
+        }
+        niov += stream_at(s, s->pos + REC_HEAD, best_len, iov + niov);
+        s->pos += REC_HEAD + best_len;
+    }
+out:
+    if (niov && write_all(fd, iov, niov) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto fail;
+    }
+    result = Py_BuildValue("(in)", status, index);
+fail:
+    /* the positions of what was written, also when a write failed */
+    for (Py_ssize_t i = 0; i < got; i++) {
+        PyObject *p = PyLong_FromSsize_t(st[i].pos);
+        if (p == NULL || PyList_SetItem(poss, i, p) < 0)
+            Py_CLEAR(result);
+        PyBuffer_Release(&st[i].a);
+        PyBuffer_Release(&st[i].b);
+    }
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"pcap_records", pcap_records, METH_VARARGS, "Complete pcap records from pos (see above)."},
     {"pcapng_epbs", pcapng_epbs, METH_VARARGS, "Fast enhanced packet blocks from pos."},
     {"tcp_segment", tcp_segment, METH_VARARGS, "A plain TCP segment, or None (see above)."},
+    {"merge_records", merge_records, METH_VARARGS, "Merge the workers' records (see above)."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_native", "Fast paths of capfile and packet (see the source).", -1,
+    PyModuleDef_HEAD_INIT, "_native",
+    "Fast paths of capfile, packet and parallel's merge (see the source).", -1,
     methods, NULL, NULL, NULL, NULL,
 };
 

@@ -24,6 +24,9 @@ def pcapng_epbs(
     ignore: IgnoreSet | None = None,
 ) -> int: ...
 def tcp_segment(linktype: int, data: bytes) -> TcpSegment | None: ...
+def merge_records(
+    bufs: list[bytes | memoryview], poss: list[int], live: list[bool], fd: int
+) -> tuple[int, int]: ...
 
 class IgnoreSet:
     """Connections whose plain segments the record loops take out as they read (_native.c)."""

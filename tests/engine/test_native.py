@@ -10,6 +10,7 @@ real tcpdump capture.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -547,3 +548,116 @@ def test_an_armed_set_takes_records_out_as_they_are_read() -> None:
         _native.pcapng_epbs(data, 0, False, [(0, 1000, 0)], [], [1], "not a set")
     with pytest.raises(ValueError):
         s.add(fx.inet_pton(a), 1, bytes(16), 2, 0)
+
+
+# -- the merge of dissect's workers ---------------------------------------------------------------
+
+
+@st.composite
+def _worker_streams(draw: st.DrawFn) -> list[bytes]:
+    """2-4 workers' record streams: (ts, flow, n) increasing, equal timestamps across streams,
+    empty payloads, each ended by an end record (some by a failed one, or cut short)."""
+    from shark_tui.engine.parallel import _END, _FAILED, _RECORD
+
+    streams = []
+    for index in range(draw(st.integers(2, 4))):
+        ts_list = sorted(draw(st.lists(st.sampled_from([0.5, 1.0, 1.5, 2.0]), max_size=12)))
+        out = bytearray()
+        for n, ts in enumerate(ts_list):
+            payload = draw(st.binary(max_size=40))
+            out += _RECORD.pack(ts, index + 4 * n, n, len(payload)) + payload
+        end = draw(st.sampled_from(["end", "end", "failed", "cut"]))
+        tail = b'{"warning": null}' if end == "end" else b"boom"
+        if end != "cut":
+            flow = _END if end == "end" else _FAILED
+            out += _RECORD.pack(float("inf"), flow, 0, len(tail)) + tail
+        streams.append(bytes(out))
+    return streams
+
+
+def _merged(streams: list[bytes], cuts: list[int], native: bool) -> tuple[bytes, list[Any]]:
+    """What the parent's loop makes of ``streams`` read in pieces of ``cuts`` bytes: written to
+    a file by the C merge (``native``), or by the Python reference to an object without a file
+    descriptor."""
+    import io
+    import tempfile
+
+    from shark_tui.engine import parallel
+
+    class Pump:
+        def __init__(self, data: bytes, size: int) -> None:
+            self.pieces = [data[i : i + size] for i in range(0, len(data), size)]
+
+        def chunk(self) -> bytes:
+            return self.pieces.pop(0) if self.pieces else b""
+
+    summaries: list[Any] = []
+    failures: list[str] = []
+    pumps: Any = [Pump(s, c) for s, c in zip(streams, cuts, strict=True)]
+    if native:
+        with tempfile.TemporaryFile() as f:
+            f.write(b"<")  # buffered: flushed before the C merge writes to the descriptor
+            parallel._merge(pumps, f, summaries, failures)
+            f.seek(0)
+            out = f.read()[1:]
+    else:
+        b = io.BytesIO()
+        parallel._merge(pumps, b, summaries, failures)
+        out = b.getvalue()
+    return out, [summaries, sorted(failures)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(streams=_worker_streams(), data=st.data())
+def test_property_the_c_merge_is_the_reference_merge(streams: list[bytes], data: Any) -> None:
+    """Whatever the pieces the pipes deliver, the C merge writes what the Python reference
+    writes, and that is every payload once, in (ts, flow, n) order, ties to the lower stream."""
+    from shark_tui.engine import parallel
+
+    cuts = [data.draw(st.integers(1, 64)) for _ in streams]
+    c_out, c_rest = _merged(streams, cuts, True)
+    py_out, py_rest = _merged(streams, cuts, False)
+    assert c_out == py_out and c_rest == py_rest
+    # the reference against heapq.merge of the records, as the parent merged before
+    import heapq
+
+    def records(s: bytes) -> list[tuple[tuple[float, int, int], bytes]]:
+        got, pos = [], 0
+        while pos + 20 <= len(s):
+            ts, flow, n, length = parallel._RECORD.unpack_from(s, pos)
+            if flow >= parallel._FAILED:
+                break
+            got.append(((ts, flow, n), s[pos + 20 : pos + 20 + length]))
+            pos += 20 + length
+        return got
+
+    expected = b"".join(p for _k, p in heapq.merge(*map(records, streams), key=lambda r: r[0]))
+    assert py_out == expected
+    ended = [s for s in streams if b'{"warning": null}' in s[-37:]]
+    assert len(py_rest[0]) == len(ended)
+    assert len(py_rest[1]) == len(streams) - len(ended)
+
+
+def _native_mod() -> Any:
+    from shark_tui.engine import _native
+
+    return _native
+
+
+def test_the_c_merge_refuses_what_is_not_its_input() -> None:
+    from shark_tui.engine.parallel import _RECORD
+
+    m = _native_mod().merge_records
+    with pytest.raises(TypeError):
+        m([7, b""], [0], [True], 1)
+    with pytest.raises(ValueError):
+        m([b"", b""], [5], [True], 1)
+    with pytest.raises(ValueError):
+        m([b""] * 130, [0] * 65, [True] * 65, 1)
+    assert m([b"", b""], [0], [False], 1) == (0, -1)
+    r, w = os.pipe()
+    os.close(r)
+    os.close(w)
+    rec = _RECORD.pack(1.0, 1, 1, 3) + b"abc" + _RECORD.pack(float("inf"), 0xFFFFFFFF, 0, 0)
+    with pytest.raises(OSError):  # a closed descriptor: the error, not a crash
+        m([rec, b""], [0], [True], w)
