@@ -349,3 +349,31 @@ def test_detail_search_box_closed_by_esc(snap_compare: Any, app: SharkApp) -> No
     """esc closes the search box only: the pane stays, the term was not searched."""
     before = _detail_of_row("slash", *"host", "escape")
     assert snap_compare(app, terminal_size=SIZE, run_before=before)
+
+
+# -- the detail pane over web traffic (tests.widgets.webfixture): HTTP/1, HTTP/2, gRPC, GraphQL,
+# WebSocket, tcp
+
+
+@pytest.fixture
+def web_app() -> Iterator[SharkApp]:
+    from tests.widgets.webfixture import web_daemon
+
+    with web_daemon() as (address, token):
+        yield SharkApp([(address, token)], clock=lambda: NOW)
+
+
+def test_detail_graphql_request(snap_compare: Any, web_app: SharkApp) -> None:
+    """The query pretty-printed by graphql-core, then its variables."""
+    before = _open_detail("proto == graphql and status == 200")
+    assert snap_compare(web_app, terminal_size=PROTO_SIZE, run_before=before)
+
+
+def test_detail_graphql_parse_failure(snap_compare: Any, web_app: SharkApp) -> None:
+    before = _open_detail("proto == graphql and status == 400")
+    assert snap_compare(web_app, terminal_size=PROTO_SIZE, run_before=before)
+
+
+def test_detail_form_request(snap_compare: Any, web_app: SharkApp) -> None:
+    before = _open_detail("method == POST and summary == /login")
+    assert snap_compare(web_app, terminal_size=PROTO_SIZE, run_before=before)

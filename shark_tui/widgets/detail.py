@@ -1,8 +1,8 @@
 """The detail pane (enter): the full entry fetched from its daemon, in tabs — Request, Response,
 Raw and Connection. HTTP-like messages read as a start line, headers and a body view chosen by
-priority (JSON pretty-printed, else text, else hex) that says when a body failed to parse as
-what it claimed; Redis, Kafka and AMQP have native views (``protoviews``); anything else shows
-its objects as JSON."""
+priority (``bodyview``: gRPC messages, GraphQL, JSON, form, text, hex) that says when a body
+failed to parse as what it claimed; Redis, Kafka and AMQP have native views (``protoviews``);
+anything else shows its objects as JSON."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from typing import Any, ClassVar
 
 from rich.console import Console, Group, RenderableType
 from rich.style import Style
-from rich.syntax import Syntax
 from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
@@ -20,7 +19,7 @@ from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Input, Static, TabbedContent, TabPane
 
-from shark_tui.widgets.bodyview import body_view, json_view
+from shark_tui.widgets.bodyview import json_view, message_body_view
 from shark_tui.widgets.protoviews import ROLES, Palette, proto_view
 
 
@@ -48,34 +47,7 @@ def message_view(msg: Any) -> RenderableType:
     if msg.get("body_truncated"):
         parts.append(Text(f"(body cut at {len(msg.get('body') or '')} of "
                           f"{msg.get('body_size')} bytes)", style="yellow"))  # fmt: skip
-    parts.append(body_view(msg.get("body"), msg.get("body_encoding"), ctype))
-    gql = msg.get("graphql")
-    if isinstance(gql, dict):
-        for op in gql.get("operations") or []:
-            if not isinstance(op, dict):
-                continue
-            name = op.get("operation_name") or op.get("first_field") or ""
-            parts.append(Text(f"GraphQL {op.get('operation_type') or ''} {name}", style="bold"))
-            if op.get("error"):
-                parts.append(Text(f"failed to parse as GraphQL: {op['error']}", style="yellow"))
-            if isinstance(op.get("query"), str):
-                parts.append(Syntax(op["query"], "graphql", word_wrap=True))
-            if op.get("variables") is not None:
-                parts.append(json_view(op["variables"]))
-    messages = msg.get("messages")
-    if isinstance(messages, list):
-        parts.append(Text(f"gRPC messages: {len(messages)}", style="bold"))
-        for i, m in enumerate(messages):
-            if not isinstance(m, dict):
-                continue
-            head = f"#{i} {m.get('size')} bytes{' compressed' if m.get('compressed') else ''}"
-            parts.append(Text(head, style="cyan"))
-            if m.get("fields") is not None:
-                parts.append(json_view(m["fields"]))
-            else:
-                why = m.get("decode_error") or "not a protobuf message"
-                parts.append(Text(f"failed to parse as protobuf: {why}", style="yellow"))
-                parts.append(body_view(m.get("data"), "base64"))
+    parts.append(message_body_view(msg, ctype))
     extra = {k: v for k, v in msg.items()
              if k not in ("headers", "body", "body_encoding", "body_truncated", "version",
                           "method", "target", "path", "status", "reason", "query", "body_size",

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+import pytest
 from rich.console import Console
 from textual.widgets import Input, Static, TabbedContent
 
 from shark_tui.app import SharkApp
 from shark_tui.widgets.detail import DetailScreen
+from tests.widgets import webfixture
 from tests.widgets.appfixture import fixture_daemon, wait_for
 
 
@@ -79,3 +81,66 @@ def test_esc_closes_the_search_box_then_the_pane() -> None:
 
     with fixture_daemon() as daemon:
         run(daemon, body)
+
+
+# -- body views by priority: gRPC messages, GraphQL, JSON, form, text, hex -----------------------
+
+
+@pytest.fixture(scope="module")
+def web() -> Iterator[tuple[str, str]]:
+    with webfixture.web_daemon() as found:
+        yield found
+
+
+def test_body_views_by_priority(web: tuple[str, str]) -> None:
+    async def body(app: SharkApp, pilot: Any) -> None:
+        # GraphQL: the query pretty-printed (graphql-core), then its variables
+        d = await open_entry(app, pilot, "proto == graphql and status == 200")
+        req = drawn(d, "#request-body").splitlines()
+        at = req.index("GraphQL query Hero")
+        assert req[at + 1 : at + 13] == [
+            "query Hero($episode: Episode, $withFriends: Boolean!) {",
+            "  hero(episode: $episode) {",
+            "    name",
+            "    ... on Droid {",
+            "      primaryFunction",
+            "    }",
+            "    friends @include(if: $withFriends) {",
+            "      name",
+            "    }",
+            "  }",
+            "}",
+            "variables",
+        ]
+        assert req[at + 13 : at + 17] == [
+            "{",
+            '  "episode": "EMPIRE",',
+            '  "withFriends": true',
+            "}",
+        ]
+        assert webfixture.HERO not in "\n".join(req)  # not as sent
+        # the response is JSON, pretty-printed
+        resp = drawn(d, "#response-body")
+        assert '      "name": "R2-D2",' in resp.splitlines()
+        # a query that does not parse: as sent, and why
+        d = await open_entry(app, pilot, "proto == graphql and status == 400")
+        req = drawn(d, "#request-body")
+        why = "Syntax Error: Expected Name, found <EOF>. (1:29)"
+        assert f"failed to parse as GraphQL: {why}" in req
+        assert webfixture.BROKEN in req
+        # a form: one decoded field a line
+        d = await open_entry(app, pilot, "method == POST and summary == /login")
+        req = drawn(d, "#request-body").splitlines()
+        at = req.index("form: 4 fields")
+        fields = ["user = Jörg", "remember = on", "next = /cart?item=7", "note = tea and cake"]
+        assert req[at + 1 : at + 5] == fields
+        # gRPC: each message decoded without a schema, as protoc --decode_raw prints it
+        d = await open_entry(app, pilot, "proto == grpc and status == 0")
+        resp = drawn(d, "#response-body").splitlines()
+        at = resp.index("gRPC messages: 1")
+        assert resp[at + 1 : at + 11] == [
+            "#0 51 bytes", '  1: "tea-01"', '  2: "Green tea"', "  3: 42", '  4: "organic"',
+            '  4: "loose-leaf"', "  5 {", '    1: "EUR"', "    2: 7", "  }"]  # fmt: skip
+        assert not any(line.startswith("00000000") for line in resp)
+
+    run(web, body)
