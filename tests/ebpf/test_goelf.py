@@ -284,6 +284,55 @@ def test_symtab_without_dwarf(builds: Builds, infos: dict[str, GoBinary]) -> Non
     assert (info.funcs_from, info.offsets_from) == ("symtab", "table go{}.{}".format(*builds.key))
 
 
+def with_version(builds: Builds, name: str, src: str, version: str) -> str:
+    """A copy of ``builds.bins[src]`` whose build info names ``version`` instead of its own
+    (the same length: the string is patched in place)."""
+    path = builds.bins[src]
+    with open(path, "rb") as f:
+        sec = ELFFile(f).get_section_by_name(".go.buildinfo")
+        start, end = sec["sh_offset"], sec["sh_offset"] + sec["sh_size"]
+    assert len(version) == len(builds.version), version
+    pos = Path(path).read_bytes().find(builds.version.encode(), start, end)
+    assert pos >= 0, f"{builds.version} is not in the build info of {path}"
+    return copy_with(builds, name, src, {pos: version.encode()})
+
+
+def test_table_entry_is_the_nearest_older_one() -> None:
+    assert set(OFFSET_TABLE) == {(1, 19), (1, 21), (1, 23), (1, 27)}  # (the cases below)
+    cases = {(1, 19): (1, 19), (1, 20): (1, 19), (1, 22): (1, 21), (1, 24): (1, 23),
+             (1, 26): (1, 23), (1, 27): (1, 27), (1, 30): (1, 27), (1, 18): None,
+             (1, 16): None, (2, 0): None}  # fmt: skip
+    for version, key in cases.items():
+        assert goelf.table_entry(*version) == key, version
+
+
+def test_a_version_without_an_entry_takes_the_older_one(
+    builds: Builds, infos: dict[str, GoBinary]
+) -> None:
+    """A stripped binary of a Go version the table has no entry for (this toolchain's build
+    with its build info saying the next minor version): the nearest older entry, and
+    ``offsets_from`` says it was assumed; older than every entry, a reason instead."""
+    major, minor = builds.key
+    patch = builds.version[len(f"go{major}.{minor}") :]  # ".8"
+    nxt = f"go{major}.{minor + 1}{patch}"
+    assert (major, minor + 1) not in OFFSET_TABLE
+    for variant in ("stripped", "pie-stripped"):
+        info = inspect(with_version(builds, f"next-{variant}", variant, nxt))
+        assert info.ok, info.error
+        assert (info.version, info.register_abi) == (nxt, True)
+        assert info.offsets_from == f"table go{major}.{minor} (assumed for go{major}.{minor + 1})"
+        assert dict(info.offsets) == dict(OFFSET_TABLE[builds.key])
+        assert info.funcs == infos[variant].funcs
+    # with DWARF nothing is assumed
+    info = inspect(with_version(builds, "next-plain", "plain", nxt))
+    assert (info.version, info.offsets_from) == (nxt, "dwarf")
+    old = f"go1.18{patch}"
+    info = inspect(with_version(builds, "go1.18-stripped", "stripped", old))
+    assert info.version == old and info.funcs == infos["stripped"].funcs
+    assert info.error == ("struct offsets unknown: no DWARF (stripped), and the table has no "
+                          "entry for go1.18 or an older Go")  # fmt: skip
+
+
 def test_function_table_agrees_with_symtab_everywhere(builds: Builds) -> None:
     """Every Go function's bounds from pclntab equal the symbol table's; only C functions cgo
     linked in and the linker's markers (go:textfipsstart since 1.24) may differ: no pc
