@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -114,15 +115,23 @@ def test_newer_go_stripped_client_to_server(
     check_go_pair(bins, tls_daemon, f"go{version}-stripped", mode)
     _d, sock, token = tls_daemon
     report = tls_status(sock, token)
+    text = tls_status(sock, token, text=True)
     major, minor = version.split(".")[:2]
-    rows = [p["go"] for p in report["processes"]
+    rows = [p for p in report["processes"]
             if p.get("go") and p["go"]["version"] == f"go{version}"]  # fmt: skip
-    assert rows, [p.get("go") for p in report["processes"]]
-    for go in rows:
+    assert len(rows) >= 2, [p.get("go") for p in report["processes"]]  # server and client
+    for p in rows:
+        go = p["go"]
         assert go["error"] is None, go
         assert (go["functions_from"], go["offsets_from"]) == (
             "pclntab", f"table go{major}.{minor}")  # fmt: skip
         assert go["probes"] > 2
+        # the readable form: one line per process, visible, with where everything came from
+        head = f"{p['pid']:>7}  {p['comm'][:16]:<16} {'yes':<8} "
+        reason = (f"visible: Go go{version} crypto/tls uprobes (functions from pclntab, "
+                  f"offsets from table go{major}.{minor})")  # fmt: skip
+        line = re.compile(rf"{re.escape(head)} *\d+  {re.escape(reason)}")
+        assert any(line.fullmatch(t) for t in text), (line.pattern, text)
 
 
 def check_go_pair(
