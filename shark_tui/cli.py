@@ -394,6 +394,22 @@ def _run_app(links: list[tuple[str, str]]) -> int:
     return EXIT_OK
 
 
+def _keys_from_terminal() -> None:
+    """The capture came on stdin (now at its end): the app reads its keys from stdin, so the
+    terminal becomes stdin (as less and vim do). UsageError when there is no terminal."""
+    if os.isatty(0):
+        return
+    try:
+        tty = os.open("/dev/tty", os.O_RDWR)
+    except OSError as exc:
+        raise UsageError(
+            f"open -: the capture came on stdin and there is no terminal to read keys from "
+            f"(/dev/tty: {exc.strerror or exc}); save it to a file and open that"
+        ) from None
+    os.dup2(tty, 0)
+    os.close(tty)
+
+
 def cmd_open(args: argparse.Namespace) -> int:
     import tempfile
     import threading
@@ -412,6 +428,8 @@ def cmd_open(args: argparse.Namespace) -> int:
             raise UsageError(f"{args.file}: {exc.strerror or exc}") from None
         if warning:
             print(f"shark-tui: warning: {args.file}: {warning}", file=sys.stderr)
+        if args.file == "-":
+            _keys_from_terminal()
         import secrets
 
         token = secrets.token_urlsafe(16)
