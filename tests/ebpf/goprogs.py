@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 GO_SRC = Path(__file__).parent / "go"
-VARIANTS = {"plain": [], "stripped": ["-ldflags=-s -w"], "pie": ["-buildmode=pie"]}
+VARIANTS = {"plain": [], "stripped": ["-ldflags=-s -w"], "pie": ["-buildmode=pie"],
+            "pie-stripped": ["-buildmode=pie", "-ldflags=-s -w"]}  # fmt: skip
 
 
 class GoMissing(RuntimeError):

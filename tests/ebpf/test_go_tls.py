@@ -1,10 +1,11 @@
 """Go crypto/tls plaintext through eBPF, end to end: a Go HTTPS server and a Go HTTPS client
-(standard library only, built here with Debian's golang-go) plain, stripped (-s -w) and PIE;
-HTTP/1.1 and h2 by ALPN; the stripped pair built by newer toolchains too (`NEWER`: offsets from
-that Go version's table entry); and a Go client against a Python TLS server (plaintext seen at
-both ends: each exchange once). Each call must appear with its method, path, status, the
-secret header, the client's real 5-tuple and ``tls: true``, and an export must show tshark the
-plaintext. Root and BCC needed (CI has them): fails, never skips, without them."""
+(standard library only, built here with Debian's golang-go) plain, stripped (-s -w), PIE and
+stripped PIE; HTTP/1.1 and h2 by ALPN; the stripped pair built by newer toolchains too
+(`NEWER`: offsets from that Go version's table entry); and a Go client against a Python TLS
+server (plaintext seen at both ends: each exchange once). Each call must appear with its
+method, path, status, the secret header, the client's real 5-tuple and ``tls: true``, and an
+export must show tshark the plaintext. Root and BCC needed (CI has them): fails, never skips,
+without them."""
 
 from __future__ import annotations
 
@@ -88,7 +89,9 @@ def go_client(path: str, url: str, secret: str, n: int, mode: str) -> dict[str, 
     return goprogs.client(path, url, secret, n, mode, DELAY_MS)
 
 
-MODES = [(v, "h1") for v in goprogs.VARIANTS] + [("plain", "h2"), ("stripped", "h2")]
+# HTTP/1.1 for every build (plain, stripped, PIE, stripped PIE); h2 for all but the last
+MODES = [(v, "h1") for v in goprogs.VARIANTS] + [("plain", "h2"), ("stripped", "h2"),
+                                                 ("pie", "h2")]  # fmt: skip
 
 
 @pytest.mark.parametrize(("variant", "mode"), MODES)
