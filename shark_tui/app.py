@@ -67,6 +67,13 @@ class SharkApp(App[None]):
     COMMANDS = App.COMMANDS | {ActionCommands}
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "quit", tooltip="Quit shark-tui", id="app.quit"),
+        # ctrl+c quits, as in k9s and mitmproxy (`shark-tui tap` then leaves the cluster as it
+        # found it), from a text field or a dialog too: a priority binding of its own (q is typed
+        # into a text field and closes a dialog), in place of Textual's ctrl+c ("press q to
+        # quit", or the copy of a selection)
+        Binding("ctrl+c", "quit", "quit", show=False, priority=True,
+                tooltip="Quit shark-tui, from a text field or a dialog too",
+                id="app.quit_anywhere"),
         Binding("question_mark", "help", "help", tooltip="Every key, command and filter term",
                 id="app.help"),
         Binding("slash", "filter", "filter", tooltip="Type a filter (the daemon runs it)",

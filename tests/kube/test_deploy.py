@@ -4,13 +4,16 @@
 The stand-in has no controllers, no kubelet and no ``pods/portforward``: `Controller` plays the
 DaemonSet controller and the kubelets (it creates the daemon's pod on each node with the status
 a test wants and writes the DaemonSet's status), the TUI is a stand-in that records the links it
-is given (``cli._run_app``), and the port-forward step is replaced by local listeners — except in
+is given (``cli._run_app``) — except in the Ctrl-C test, where the real app runs headless and
+ctrl+c is pressed in it — and the port-forward step is replaced by local listeners — except in
 `test_port_forward_refused_by_the_api_server_is_said_before_the_tui`, where the real one meets
-the stand-in's 404. The relay itself is tested in test_portforward.py.
+the stand-in's 404. The relay itself is tested in test_portforward.py. SIGTERM and SIGHUP are
+sent to a ``shark-tui tap`` child process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import os
@@ -29,8 +32,10 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from textual.pilot import Pilot
 
 from shark_tui import cli
+from shark_tui.app import SharkApp
 from shark_tui.engine import deploy, kube
 from shark_tui.engine.deploy import NAME, NAMESPACE
 from tests.kube.apiserver import (
@@ -44,6 +49,7 @@ TOKEN = "tok-fixed-for-the-test"
 CONTEXT_NS = "team"
 KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
 VENV_BIN = Path(sys.executable).parent
+run_app = SharkApp.run  # the real one: `Ui` replaces it with a headless run that presses keys
 KINDS = {  # kind -> the stand-in's resource name, in tap's order
     "Namespace": "namespaces",
     "ServiceAccount": "serviceaccounts",
@@ -57,6 +63,14 @@ VIOLATIONS = [
     'hostPath volumes (volumes "proc", "sys", "tracefs", "debugfs", "modules", "usr-src")',
     'non-default capabilities (container "daemon" must not include "BPF", "NET_ADMIN", '
     '"PERFMON", "SYS_ADMIN", "SYS_PTRACE" in securityContext.capabilities.add)',
+]
+UNDONE = [  # tap's last lines when it leaves the cluster as it found it
+    "shark-tui: deleted daemonset shark-tui/shark-tui",
+    "shark-tui: deleted secret shark-tui/shark-tui-token",
+    "shark-tui: deleted clusterrolebinding shark-tui",
+    "shark-tui: deleted clusterrole shark-tui",
+    "shark-tui: deleted serviceaccount shark-tui/shark-tui",
+    "shark-tui: deleted namespace shark-tui",
 ]
 PSA_FIX = (
     "they need host access; allow it with: kubectl label namespace shark-tui "
@@ -101,20 +115,27 @@ class FakeForward:
 
 class Ui:
     """The TUI stand-in (``cli._run_app``) and the port-forward stand-in (`deploy.forward_pods`):
-    records what tap hands them; ``then`` runs in place of the TUI (raise KeyboardInterrupt for
-    Ctrl-C)."""
+    records what tap hands them; ``then`` runs in place of the TUI. With ``keys``, the real TUI
+    runs instead (``cli._run_app``, `SharkApp`, headless), ``then`` once it is up, and the keys
+    are pressed in it (the app must quit on them)."""
 
     def __init__(
         self,
         monkeypatch: pytest.MonkeyPatch,
         then: Callable[[], object] = lambda: 0,
         real_forward: bool = False,
+        keys: Sequence[str] = (),
     ) -> None:
         self.links: list[tuple[str, str]] | None = None
         self.forwards: list[FakeForward] = []
         self.pods: list[deploy.DaemonPod] = []
         self.then = then
-        monkeypatch.setattr(cli, "_run_app", self.run)
+        self.keys = keys
+        self.return_code: int | None = None  # the real TUI's
+        if keys:
+            monkeypatch.setattr(SharkApp, "run", lambda app, **_: self.run_headless(app))
+        else:
+            monkeypatch.setattr(cli, "_run_app", self.run)
         if not real_forward:
             monkeypatch.setattr(deploy, "forward_pods", self.forward)
 
@@ -127,6 +148,21 @@ class Ui:
         self.links = links
         self.then()
         return 0
+
+    def run_headless(self, app: SharkApp) -> None:
+        self.links = [(link.address, link.token) for link in app.links]
+
+        async def press(pilot: Pilot[None]) -> None:
+            self.then()
+            await pilot.press(*self.keys)
+            for _ in range(100):
+                if app.return_code is not None:
+                    return
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"{self.keys} did not quit the app")  # the app exits, said
+
+        run_app(app, headless=True, size=(120, 30), auto_pilot=press)
+        self.return_code = app.return_code
 
 
 def ready_status() -> dict[str, Any]:
@@ -622,16 +658,18 @@ def test_ctrl_c_in_the_tui_leaves_the_cluster_as_tap_found_it(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The real TUI (headless, on the port-forwards' stand-in listeners) quits on ctrl+c; tap
+    then stops the forwards and undoes."""
     add_bystanders(api)
 
-    def ctrl_c() -> None:
+    def deployed() -> None:
         assert len(ours(api)) == 6  # deployed while the TUI runs
-        raise KeyboardInterrupt
 
-    ui = Ui(monkeypatch, then=ctrl_c)
+    ui = Ui(monkeypatch, then=deployed, keys=["ctrl+c"])
     with Controller(api, {"node-a": None}):
         rc, _, err = run(["tap"] + (["--keep"] if keep else []), capsys)
-    assert rc == 130 and ui.links == [(ui.forwards[0].address, TOKEN)]
+    assert rc == 0 and ui.return_code == 0  # the app quit
+    assert ui.links == [(ui.forwards[0].address, TOKEN)]
     assert ui.forwards[0].stopped
     if keep:
         assert len(ours(api)) == 6
@@ -639,27 +677,10 @@ def test_ctrl_c_in_the_tui_leaves_the_cluster_as_tap_found_it(
             "shark-tui: --keep: the daemons stay in the cluster (shark-tui clean removes them)\n"
         )
     else:
-        assert err.splitlines()[-6:] == [
-            "shark-tui: deleted daemonset shark-tui/shark-tui",
-            "shark-tui: deleted secret shark-tui/shark-tui-token",
-            "shark-tui: deleted clusterrolebinding shark-tui",
-            "shark-tui: deleted clusterrole shark-tui",
-            "shark-tui: deleted serviceaccount shark-tui/shark-tui",
-            "shark-tui: deleted namespace shark-tui",
-        ]
+        assert err.splitlines()[-6:] == UNDONE
         wait_for(lambda: namespace_gone(api))
         assert ours(api) == {}
     assert bystanders(api)
-
-
-UNDONE = [
-    "shark-tui: deleted daemonset shark-tui/shark-tui",
-    "shark-tui: deleted secret shark-tui/shark-tui-token",
-    "shark-tui: deleted clusterrolebinding shark-tui",
-    "shark-tui: deleted clusterrole shark-tui",
-    "shark-tui: deleted serviceaccount shark-tui/shark-tui",
-    "shark-tui: deleted namespace shark-tui",
-]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
