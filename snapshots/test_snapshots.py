@@ -213,9 +213,10 @@ def proto_app() -> Iterator[SharkApp]:
         yield SharkApp([(address, token)], clock=lambda: NOW)
 
 
-def _open_detail(flt: str, response: bool = False) -> Any:
-    """Filter the list down to one entry, open it, and show its Response tab if asked."""
-    from textual.widgets import Input
+def _open_detail(flt: str, response: bool = False, tab: str = "", *keys: str) -> Any:
+    """Filter the list down to one entry, open it, and show its Response tab if asked, or the
+    tab ``tab`` (``raw``, ``connection``...); then press ``keys``."""
+    from textual.widgets import Input, TabbedContent
 
     async def before(pilot: Any) -> None:
         app = pilot.app
@@ -234,8 +235,13 @@ def _open_detail(flt: str, response: bool = False) -> Any:
         await _screen(pilot, "DetailScreen")
         if response:
             await pilot.press("right")
+        if tab:
+            pilot.app.screen.query_one(TabbedContent).active = f"tab-{tab}"
         await pilot.pause()
         await pilot.pause()
+        if keys:
+            await pilot.press(*keys)
+            await pilot.pause()
 
     return before
 
@@ -376,4 +382,11 @@ def test_detail_graphql_parse_failure(snap_compare: Any, web_app: SharkApp) -> N
 
 def test_detail_form_request(snap_compare: Any, web_app: SharkApp) -> None:
     before = _open_detail("method == POST and summary == /login")
+    assert snap_compare(web_app, terminal_size=PROTO_SIZE, run_before=before)
+
+
+def test_detail_connection_tab(snap_compare: Any, web_app: SharkApp) -> None:
+    """Ends, interface, state; packets and bytes per direction; first and last packet, the
+    handshake, this request's time and latency."""
+    before = _open_detail("proto == grpc and status == 0", False, "connection")
     assert snap_compare(web_app, terminal_size=PROTO_SIZE, run_before=before)

@@ -204,9 +204,13 @@ class Client:
                     return
 
     async def get_entry(self, entry_id: str) -> dict[str, Any]:
+        return (await self.entry_detail(entry_id)).entry
+
+    async def entry_detail(self, entry_id: str) -> wire.EntryDetail:
+        """The full entry and what the daemon knows of its connection (`wire.EntryDetail`)."""
         reply = await self._call(wire.GetEntry(req=next(self._req), id=entry_id))
         assert isinstance(reply, wire.EntryDetail)
-        return reply.entry
+        return reply
 
     async def export(
         self,

@@ -39,8 +39,8 @@ from typing import Any, Final
 from shark_tui.engine import pcapng, podmap
 from shark_tui.engine.dissect import DEFAULT_BODY_CAP, Entry, EntryBuilder, make_dissector_factory
 from shark_tui.engine.filter import Filter
-from shark_tui.engine.flowindex import RESET, Flow
-from shark_tui.engine.packet import PacketDecoder, format_ip
+from shark_tui.engine.flowindex import FIN_CLIENT, FIN_SERVER, RESET, Flow
+from shark_tui.engine.packet import ACK, SYN, PacketDecoder, format_ip
 from shark_tui.engine.podmap import PodMap
 from shark_tui.engine.store import Recorder, SegmentInfo
 from shark_tui.engine.tcp import TLS_ZONE, FlowTable
@@ -64,6 +64,8 @@ MAX_CACHED_ENTRIES: Final = 2_000_000
 MAX_FACETS: Final = 64  # distinct (proto, method, status) kept per flow
 DETAIL_KEYS: Final = ("request", "response")
 _FIN_BOTH: Final = 2 | 4
+#: The handshake's packets: (SYN/ACK flags, sent by the client).
+_HANDSHAKE: Final = ((SYN, True), (SYN | ACK, False), (ACK, True))
 #: Protocols a dissection cannot start in the middle of (HTTP/2's header tables).
 _NO_MIDSTREAM: Final = frozenset({"http2", "grpc", "graphql"})
 _EPB: Final = struct.Struct("<IIIIIII")  # type, length, iface, ts hi, ts lo, caplen, orig
@@ -820,6 +822,50 @@ class QueryEngine:
         if found is not None and found["tls"]:
             found["wire"] = self.wire_twin(key[0])
         return found
+
+    def connection(self, num: int) -> dict[str, Any] | None:
+        """What the index knows of connection ``num`` (GetEntry's answer carries it beside the
+        entry, for the Connection tab): the interface of its first packet, packets and bytes
+        (on the wire) sent by each end, its first and last packet times, its state, and its
+        handshake when its first packets are stored (times from SYN to SYN-ACK and from SYN-ACK
+        to ACK; None: joined midway)."""
+        with self.lock:
+            f = self.recorder.index.by_num.get(num)
+            if f is None:
+                return None
+            sources = self.recorder.sources
+            fins = f.state & (FIN_CLIENT | FIN_SERVER)
+            info: dict[str, Any] = {
+                "flow": f.num,
+                "iface": sources[f.source].name if f.source < len(sources) else None,
+                "packets": {"client": f.c_pkts, "server": f.s_pkts},
+                "bytes": {"client": f.c_bytes, "server": f.s_bytes},
+                "first_ts": f.first_ns / 1e9,
+                "last_ts": f.last_ns / 1e9,
+                "state": "reset" if f.state & RESET else "closed" if fins == _FIN_BOTH
+                else "closed by the client" if fins == FIN_CLIENT
+                else "closed by the server" if fins else "open",
+            }  # fmt: skip
+            client = (f.client, f.cport)
+            locs = f.locs[:8].tolist()
+        times: list[int] = []  # SYN, SYN-ACK, ACK
+        decode = PacketDecoder().decode
+        for ts_ns, linktype, data, _sid, _orig in self.reader.read(self._readable(locs)):
+            seg = decode(linktype, data, ts_ns)
+            if seg is None:
+                continue
+            flags = seg[6] & (SYN | ACK)
+            from_client = (seg[0], seg[1]) == client
+            if (flags, from_client) == _HANDSHAKE[len(times)]:
+                times.append(ts_ns)
+                if len(times) == 3:
+                    break
+        info["handshake"] = None if not times else {
+            "syn_ts": times[0] / 1e9,
+            "syn_ack_ms": round((times[1] - times[0]) / 1e6, 3) if len(times) > 1 else None,
+            "ack_ms": round((times[2] - times[1]) / 1e6, 3) if len(times) > 2 else None,
+        }  # fmt: skip
+        return info
 
     def _get_entry(self, entry_id: str, num: int, n: int) -> Entry | None:
         cached = self._cache.get(num)

@@ -575,10 +575,12 @@ class Server:
 
     def _get_entry(self, c: _Client, msg: wire.GetEntry) -> None:
         entry = self.engine.get_entry(msg.id)
-        if entry is None:
+        key = parse_id(msg.id)
+        if entry is None or key is None:
             self.post(c, wire.Failed(req=msg.req, error=f"no entry {msg.id!r}"))
         else:
-            self.post(c, wire.EntryDetail(req=msg.req, entry=entry))
+            conn = self.engine.connection(key[0]) or {}
+            self.post(c, wire.EntryDetail(req=msg.req, entry=entry, connection=conn))
 
     def _get_stream(self, c: _Client, msg: wire.GetStream) -> None:
         key = parse_id(msg.id)

@@ -105,6 +105,8 @@ class Unsubscribe(Message):
 
 
 class GetEntry(Message):
+    """The full entry ``id``, answered with `EntryDetail`."""
+
     TYPE: ClassVar[int] = 18
     req: int = 0
     id: str = ""
@@ -175,9 +177,15 @@ class StatsChanged(Message):
 
 
 class EntryDetail(Message):
+    """The entry `GetEntry` asked for (what ``dissect --json`` prints of it), and beside it
+    ``connection``: what the daemon's flow index knows of its TCP connection (interface,
+    packets and bytes per end, first/last packet, state, handshake; `QueryEngine.connection`).
+    Empty from a daemon that does not send it."""
+
     TYPE: ClassVar[int] = 35
     req: int = 0
     entry: dict[str, Any] = {}
+    connection: dict[str, Any] = {}
 
 
 class ExportChunk(Message):

@@ -1,8 +1,8 @@
 """The detail pane (enter): the full entry fetched from its daemon, in tabs — Request, Response,
-Raw and Connection. HTTP-like messages read as a start line, headers and a body view chosen by
-priority (``bodyview``: gRPC messages, GraphQL, JSON, form, text, hex) that says when a body
-failed to parse as what it claimed; Redis, Kafka and AMQP have native views (``protoviews``);
-anything else shows its objects as JSON."""
+Raw and Connection (``connview``). HTTP-like messages read as a start line, headers and a body
+view chosen by priority (``bodyview``: gRPC messages, GraphQL, JSON, form, text, hex) that says
+when a body failed to parse as what it claimed; Redis, Kafka and AMQP have native views
+(``protoviews``); anything else shows its objects as JSON."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from textual.widget import Widget
 from textual.widgets import Input, Static, TabbedContent, TabPane
 
 from shark_tui.widgets.bodyview import json_view, message_body_view
+from shark_tui.widgets.connview import connection_info, connection_view
 from shark_tui.widgets.protoviews import ROLES, Palette, proto_view
 
 
@@ -88,26 +89,6 @@ def side_view(entry: dict[str, Any], side: str, palette: Palette | None = None) 
     return view if view is not None else message_view(entry.get(side))
 
 
-def connection_info(e: dict[str, Any]) -> dict[str, Any]:
-    """What the Connection tab shows: the ends, times and sizes; for TLS plaintext the wire
-    connection it came from (``wire``: interface, packets, bytes, SNI/ALPN of its hellos); for
-    a TLS connection seen only as ciphertext, what its hellos say."""
-    keys = ("id", "src", "dst", "tls", "ts", "latency_ms", "request_size", "response_size",
-            "error")  # fmt: skip
-    info = {k: e.get(k) for k in keys}
-    if e.get("wire"):
-        info["wire (ciphertext twin)"] = e["wire"]
-    elif e.get("tls"):
-        info["wire (ciphertext twin)"] = "not captured (no interface carried it)"
-    hellos = {side: (e.get(side) or {}).get("tls") for side in ("request", "response")}
-    if e.get("proto") == "tcp" and any(hellos.values()):
-        info["tls (not decrypted)"] = {
-            "client hello": hellos["request"],
-            "server hello": hellos["response"],
-        }
-    return info
-
-
 class DetailScreen(ModalScreen[None]):
     CSS_PATH = "detail.tcss"
     COMPONENT_CLASSES: ClassVar[set[str]] = {
@@ -151,8 +132,7 @@ class DetailScreen(ModalScreen[None]):
             with TabPane("Raw", id="tab-raw"), VerticalScroll():
                 yield Static("(loading the stream…)", id="raw-body", classes="detail-body")
             with TabPane("Connection", id="tab-connection"), VerticalScroll():
-                self._bodies["tab-connection"] = json_view(connection_info(e))
-                yield Static(self._bodies["tab-connection"], classes="detail-body")
+                yield Static("", id="connection-body", classes="detail-body")
         yield Input(placeholder="search this tab (enter; n / N for the next and previous)",
                     id="detail-search")  # fmt: skip
         yield Static("", id="detail-search-status")
@@ -170,6 +150,9 @@ class DetailScreen(ModalScreen[None]):
             view = side_view(self.entry, side, palette)
             self._bodies[f"tab-{side}"] = view
             self.query_one(f"#{side}-body", Static).update(view)
+        conn = connection_view(connection_info(self.entry), palette)
+        self._bodies["tab-connection"] = conn
+        self.query_one("#connection-body", Static).update(conn)
 
     def action_close(self) -> None:
         """esc: the topmost first — the search box when it is open, else the pane."""

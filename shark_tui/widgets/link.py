@@ -179,10 +179,16 @@ class DaemonLink:
         return await client.get_tls_status()
 
     async def get_entry(self, entry_id: str) -> dict[str, Any]:
+        """The full entry, with what the daemon knows of its connection under ``connection``
+        (`wire.EntryDetail`; absent from a daemon that does not say)."""
         if self.client is None:
             raise ClientError(f"{self.node}: not connected")
         self.sent.append(wire.GetEntry(id=entry_id))
-        return await self.client.get_entry(entry_id)
+        detail = await self.client.entry_detail(entry_id)
+        entry = detail.entry
+        if detail.connection:
+            entry["connection"] = detail.connection
+        return entry
 
     async def get_stream(self, entry_id: str) -> tuple[list[tuple[int, bytes]], int]:
         if self.client is None:

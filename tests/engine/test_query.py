@@ -558,3 +558,40 @@ def test_get_entry_from_a_checkpoint_past_hello_3(
     finally:
         q.close()
         rec.close()
+
+
+# -- what GetEntry says of the connection -------------------------------------------------------
+
+
+def test_connection_facts_from_the_index(tmp_path: Path) -> None:
+    """`QueryEngine.connection`: the interface, packets and bytes each end sent, first and last
+    packet, state, and the handshake's times; a connection joined midway has no handshake."""
+    whole = http_flow(40001, [(REQ, RESP)])  # a packet every millisecond
+    # the second connection without its handshake and its FINs: joined midway, still open
+    midway = http_flow(40002, [(REQ, RESP)], t=T0 + 10**9)[3:-3]
+    path = fx.write_pcap(tmp_path / "c.pcap", fx.LINKTYPE_ETHERNET, whole + midway)
+    rec, _ = import_capture(str(path), str(tmp_path / "store"))
+    q = QueryEngine(rec, threading.Lock())
+    nums = {f.cport: f.num for f in rec.index.by_num.values()}
+
+    client = [len(f) for _, f in whole if ports_of(f)[0] == 40001]
+    server = [len(f) for _, f in whole if ports_of(f)[0] == 80]
+    assert (len(client), len(server)) == (5, 3)  # SYN ACK request FIN ACK / SYN-ACK reply FIN
+    assert q.connection(nums[40001]) == {
+        "flow": nums[40001],
+        "iface": "if0",
+        "packets": {"client": 5, "server": 3},
+        "bytes": {"client": sum(client), "server": sum(server)},
+        "first_ts": whole[0][0] / 1e9,
+        "last_ts": whole[-1][0] / 1e9,
+        "state": "closed",
+        "handshake": {"syn_ts": whole[0][0] / 1e9, "syn_ack_ms": 1.0, "ack_ms": 1.0},
+    }
+    got = q.connection(nums[40002])
+    assert got is not None
+    assert got["packets"] == {"client": 1, "server": 1} and got["state"] == "open"
+    assert got["handshake"] is None
+    assert (got["first_ts"], got["last_ts"]) == (midway[0][0] / 1e9, midway[-1][0] / 1e9)
+    assert q.connection(999) is None
+    q.close()
+    rec.close()

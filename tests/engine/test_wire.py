@@ -63,7 +63,9 @@ EXAMPLES: list[wire.Message] = [
     ),
     wire.CaughtUp(req=10, entries=12345),
     wire.StatsChanged(req=11, stats={"packets": 10, "sources": [{"name": "lo", "dropped": 0}]}),
-    wire.EntryDetail(req=12, entry=ENTRY),
+    wire.EntryDetail(
+        req=12, entry=ENTRY, connection={"flow": 3, "iface": "eth0", "packets": {"client": 4}}
+    ),
     wire.ExportChunk(req=13, data=bytes(range(256)) * 3),
     wire.ExportDone(req=14, packets=99, connections=3),
     wire.TlsStatusReport(req=15, processes=[{"pid": 1, "visible": False, "why": "static"}]),

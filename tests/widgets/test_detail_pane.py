@@ -144,3 +144,68 @@ def test_body_views_by_priority(web: tuple[str, str]) -> None:
         assert not any(line.startswith("00000000") for line in resp)
 
     run(web, body)
+
+
+# -- the Connection tab ------------------------------------------------------------------------
+
+
+def test_connection_tab_shows_what_the_daemon_knows_of_the_connection(
+    web: tuple[str, str],
+) -> None:
+    """Ends, interface, state; packets and bytes per direction as in the capture; first and
+    last packet, the handshake, this request's time and latency."""
+    import dpkt
+
+    # the truth, from the capture itself: the gRPC connection's packets by direction
+    sent: dict[bool, list[int]] = {True: [], False: []}
+    times: list[float] = []
+    for ts, frame in dpkt.pcap.Reader(io.BytesIO(webfixture.web_capture())):
+        tcp = dpkt.ethernet.Ethernet(frame).data.data
+        if webfixture.GRPC[1] in (tcp.sport, tcp.dport):
+            sent[tcp.dport == webfixture.GRPC[1]].append(len(frame))
+            times.append(float(ts))
+
+    async def body(app: SharkApp, pilot: Any) -> None:
+        d = await open_entry(app, pilot, "proto == grpc and status == 0")
+        d.query_one(TabbedContent).active = "tab-connection"
+        await pilot.pause()
+        shown = drawn(d, "#connection-body").splitlines()
+        assert shown[:8] == [
+            "connection",
+            "  client     10.0.0.4:40003",
+            "  server     10.2.0.5:50051",
+            "  interface  if0",
+            "  flow       4",
+            "  state      closed",
+            "  TLS        no",
+            "",
+        ]
+        c, s = sent[True], sent[False]
+        assert shown[8:11] == [
+            "packets and bytes (on the wire)",
+            f"  client → server  {len(c)} packets, {sum(c)} bytes",
+            f"  server → client  {len(s)} packets, {sum(s)} bytes",
+        ]
+        span = (max(times) - min(times)) * 1000
+        assert shown[12:18] == [
+            "timings",
+            "  first packet        2023-11-14 22:13:50.000000 UTC",
+            f"  last packet         2023-11-14 22:13:50.008002 UTC  (+{span:.3f} ms)",
+            "  handshake           SYN → SYN-ACK 0.001 ms, SYN-ACK → ACK 0.001 ms",
+            "  this request        2023-11-14 22:13:50.003000 UTC  (+3.000 ms)",
+            "  request → response  1.000 ms",
+        ]
+        assert "  id             4:1" in shown
+        # every entry has it: a WebSocket message on its upgraded connection, the tcp row
+        d = await open_entry(app, pilot, "proto == websocket and method == binary")
+        d.query_one(TabbedContent).active = "tab-connection"
+        await pilot.pause()
+        shown = drawn(d, "#connection-body").splitlines()
+        assert "  server     10.2.0.6:8765" in shown and "  flow       5" in shown
+        assert "  request → response  no response" in shown
+        d = await open_entry(app, pilot, "proto == tcp")
+        d.query_one(TabbedContent).active = "tab-connection"
+        await pilot.pause()
+        assert "  server     10.2.0.7:9000" in drawn(d, "#connection-body").splitlines()
+
+    run(web, body)
