@@ -1,7 +1,9 @@
 """The real app, end to end, in tmux: `shark-tui` on this host (its embedded daemon capturing
 the host-side veths of namespace-pods), real servers and clients in the pods, driven by keys
 (send-keys) and read from the screen (capture-pane): protocol and address filtered by keys, an
-entry opened, marked entries saved, the saved file read by tshark. Root needed (CI is root)."""
+entry opened, marked entries saved, the saved file read by tshark, the app gone after q.
+Filtering by pod name (a --kube daemon naming the pods): test_tui_tmux_kube.py. Root needed
+(CI is root)."""
 
 from __future__ import annotations
 
@@ -102,10 +104,11 @@ def test_tui_in_tmux(node: Node, tmp_path: Path) -> None:
             break
         time.sleep(0.1)
     bpf = f"net {node.subnet}"
-    cmd = f"{SHARK} -i {p0.host_veth} -i {p1.host_veth} -f '{bpf}'"
+    cmd = f'{SHARK} -i {p0.host_veth} -i {p1.host_veth} -f "{bpf}"'
     # (COLUMNS/LINES from the test runner would fix the app's size at theirs, not tmux's)
-    env = f"env -u COLUMNS -u LINES XDG_CONFIG_HOME={tmp_path}"
-    tui = Tmux(f"sktui{os.getpid()}", f"{env} {cmd}", tmp_path)
+    env = f"env -u COLUMNS -u LINES XDG_CONFIG_HOME={tmp_path} XDG_STATE_HOME={tmp_path}"
+    done = tmp_path / "exited"  # the shell goes on when the app has exited
+    tui = Tmux(f"sktui{os.getpid()}", f"sh -c '{env} {cmd}; touch {done}; sleep 60'", tmp_path)
     try:
         # ("not capturing" while the daemon still loads its TLS probes does not count)
         tui.wait(lambda s: "daemons 1/1" in s and " capturing sk" in s, "the daemon capturing")
@@ -165,5 +168,6 @@ def test_tui_in_tmux(node: Node, tmp_path: Path) -> None:
         assert len(streams) == 2, out
         assert uris == {"/f?n=1", "/f?n=2"}, out
         tui.keys("q")
+        tui.wait(lambda s: done.exists(), "the app exiting after q")
     finally:
         tui.kill()
