@@ -68,6 +68,11 @@ from shark_tui.proto.base import (
     Truncated,
 )
 from shark_tui.proto.bodies import render_body
+
+try:  # the header blocks in C (shark_tui/proto/_http1.c); `_headers` here is the reference
+    from shark_tui.proto._http1 import header_block as _header_block
+except ImportError:  # pragma: no cover - an install without a compiler
+    _header_block = None
 from shark_tui.proto.graphql_hint import may_be_graphql
 from shark_tui.proto.urls import query_pairs
 
@@ -448,7 +453,9 @@ class Http1Dissector:
                     break
                 side.head_scan = 0
                 head_ts = _time_at(side.marks, pos) if pos < base else ts
-                headers, found = self._headers(bytes(buf[nl + 1 : end.start()]))
+                e = end.start()
+                got = _header_block(buf, nl + 1, e) if _header_block is not None else None
+                headers, found = got if got is not None else self._headers(bytes(buf[nl + 1 : e]))
                 wire = end.end() - pos
                 pos = end.end()
                 if is_client:
