@@ -72,7 +72,7 @@ from shark_tui.proto.bodies import render_body
 try:  # the header blocks in C (shark_tui/proto/_http1.c); `_headers` here is the reference
     from shark_tui.proto._http1 import header_block as _header_block
 except ImportError:  # pragma: no cover - an install without a compiler
-    _header_block = None
+    _header_block = None  # type: ignore[assignment]
 from shark_tui.proto.graphql_hint import may_be_graphql
 from shark_tui.proto.urls import query_pairs
 
