@@ -273,6 +273,16 @@ class Http1Dissector:
             if not base:
                 side.res_ts = ts
                 side.marks = [(0, ts)]
+                st = side.state
+                if st == _CLOSE_BODY or (
+                    (st == _BODY or st == _CHUNK_DATA) and side.remaining > len(data)
+                ):  # all of it is body, as `_run` would find: kept without the buffer
+                    msg = side.msg
+                    assert msg is not None
+                    self._keep(msg, data, 0, len(data))
+                    if st != _CLOSE_BODY:
+                        side.remaining -= len(data)
+                    return out
             elif len(side.marks) < _MAX_MARKS:
                 side.marks.append((base, ts))
             buf += data
@@ -623,7 +633,7 @@ class Http1Dissector:
         side.head_scan = 0
         side.advance = True
 
-    def _keep(self, msg: _Message, buf: bytearray, pos: int, take: int) -> None:
+    def _keep(self, msg: _Message, buf: bytes | bytearray, pos: int, take: int) -> None:
         body = msg.body
         room = self.body_cap - len(body)
         if room >= take:
