@@ -49,6 +49,7 @@ from shark_tui.widgets.saver import Selection, default_name, path_problem, save
 from shark_tui.widgets.sort_menu import SortMenu, arrow
 from shark_tui.widgets.status_header import StatusHeader
 from shark_tui.widgets.targets import retarget
+from shark_tui.widgets.themes import THEMES, configured_theme, variable_defaults
 from shark_tui.widgets.tls_status import TlsStatusScreen
 
 #: Protocols toggled by keys 1–8 (DESIGN.md's order) and the filter macro of each.
@@ -122,9 +123,20 @@ class SharkApp(App[None]):
         self.user_keymap, self.keymap_problems = load_keymap(
             self.keymap_file, {b.id for _, bs in self.binding_groups() for b in bs if b.id}
         )
+        for theme in THEMES:
+            self.register_theme(theme)
+        theme_name, problem = configured_theme(self.keymap_file, self.available_themes)
+        if theme_name:
+            self.theme = theme_name
+        self.keymap_problems += [problem] if problem else []
         self._clash_said: set[str] = set()
         self._down_said: set[str] = set()  # nodes whose going away was said (once, not per retry)
         self._unfrozen = 0  # rows added since the last `gc.freeze`
+
+    def get_theme_variable_defaults(self) -> dict[str, str]:
+        """Our TCSS variables (protocol colours…) under themes that do not set them."""
+        dark = self.current_theme.dark
+        return {**super().get_theme_variable_defaults(), **variable_defaults(dark)}
 
     def compose(self) -> ComposeResult:
         # kept by reference: `query_one` on the app searches the topmost screen, which is a

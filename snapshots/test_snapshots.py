@@ -5,6 +5,7 @@ wall clock on screen. Update with ``pytest snapshots --snapshot-update`` and loo
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -198,6 +199,27 @@ def test_sort_menu(snap_compare: Any, app: SharkApp) -> None:
         await _screen(pilot, "SortMenu")
 
     assert snap_compare(app, terminal_size=SIZE, run_before=before)
+
+
+@pytest.fixture
+def light_app(tmp_path: Any) -> Iterator[SharkApp]:
+    """The app with ``theme = "shark-light"`` in its keys.toml (XDG_CONFIG_HOME: conftest)."""
+    from shark_tui.widgets.keymap import config_path
+
+    path = config_path()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write('theme = "shark-light"\n')
+    with fixture_daemon() as (address, token):
+        yield SharkApp([(address, token)], clock=lambda: NOW)
+
+
+def test_main_screen_light_theme(snap_compare: Any, light_app: SharkApp) -> None:
+    async def before(pilot: Any) -> None:
+        await _rows(pilot)
+        await pilot.press("k", "space", "k")  # a marked row and the cursor too
+
+    assert snap_compare(light_app, terminal_size=SIZE, run_before=before)
 
 
 # -- the detail pane's native views: Redis, Kafka, AMQP (real traffic, tests.widgets.protofixture)

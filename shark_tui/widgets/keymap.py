@@ -5,6 +5,9 @@
     entry_list.mark = "m"          # or dotted: TOML reads it as a table, flattened back
     app.quit = ["q", "ctrl+q"]     # several keys
 
+The same file holds the settings of `SETTINGS` (``theme = "shark-light"``, read by `themes`),
+which are not binding ids.
+
 No Textual here: `load_keymap` returns the keymap for `App.set_keymap` and the problems found
 (unknown ids, values that are not keys), which the app shows instead of failing."""
 
@@ -15,7 +18,10 @@ import tomllib
 from collections.abc import Collection, Mapping
 from typing import Any
 
-__all__ = ["config_path", "load_keymap"]
+__all__ = ["SETTINGS", "config_path", "load_keymap"]
+
+#: Top-level keys of the file that are settings, not binding ids.
+SETTINGS = frozenset({"theme"})
 
 
 def config_path(env: Mapping[str, str] | None = None) -> str:
@@ -47,6 +53,8 @@ def load_keymap(path: str, known_ids: Collection[str]) -> tuple[dict[str, str], 
     keymap: dict[str, str] = {}
     problems: list[str] = []
     for bid, value in _flatten(data).items():
+        if bid in SETTINGS:
+            continue
         if bid not in known_ids:
             problems.append(f"{path}: unknown binding id {bid!r} (? lists them)")
             continue
