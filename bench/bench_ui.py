@@ -396,6 +396,10 @@ def main(argv: list[str] | None = None) -> int:
             }  # fmt: skip
             out["backlog"] = BACKLOG
             out["rss_before_app"] = rss()
+            # the app reads no keys.toml (keys, theme) of the user's, and writes its filter
+            # history here, not into the user's
+            os.environ["XDG_CONFIG_HOME"] = os.path.join(tmp, "config")
+            os.environ["XDG_STATE_HOME"] = os.path.join(tmp, "state")
             asyncio.run(drive(f"unix:{sock}", ref["filters"], out, args.small))
             out["daemon_rss"] = rss(child.pid)
         finally:
