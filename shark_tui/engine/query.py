@@ -908,8 +908,10 @@ class QueryEngine:
 
         def same(e: Entry) -> bool:
             # everything the summary holds but the id must agree, or this start was wrong
-            # (a pipelined response still in flight at the checkpoint, say): then go whole
-            return all(e.get(k) == v for k, v in want.items() if k != "id")
+            # (a pipelined response still in flight at the checkpoint, say): then go whole.
+            # Compared as summaries: the cached one keeps a slim ``request`` (path, Host).
+            got = summary(e)
+            return all(got.get(k) == v for k, v in want.items() if k != "id")
 
         def pick(entries: list[Entry]) -> tuple[bool, Entry | None]:
             """(done, the wanted entry or None). Several entries can share a timestamp (a

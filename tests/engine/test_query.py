@@ -595,3 +595,27 @@ def test_connection_facts_from_the_index(tmp_path: Path) -> None:
     assert q.connection(999) is None
     q.close()
     rec.close()
+
+
+def test_http_get_entry_starts_at_a_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cached HTTP summary keeps a slim ``request`` (path, Host): the entry dissected again
+    from a checkpoint is compared with it as a summary, so it is read from there, not from the
+    connection's first byte (before, the full request never equalled the slim one)."""
+    from shark_tui.engine import flowindex
+
+    monkeypatch.setattr(flowindex, "CHECKPOINT_BYTES", 1)  # a checkpoint before each request
+    flow = http_flow(40001, [(REQ, RESP)] * 5)
+    path = fx.write_pcap(tmp_path / "c.pcap", fx.LINKTYPE_ETHERNET, flow)
+    rec, _ = import_capture(str(path), str(tmp_path / "store"))
+    q = QueryEngine(rec, threading.Lock())
+    entries = run(q)  # the summaries are cached
+    assert entries[1]["request"] == {"path": "/abc", "headers": [["Host", "x"]]}
+    for e in entries[1:]:  # the first has no checkpoint before it
+        reads = q.stats["checkpoint_reads"]
+        got = q.get_entry(e["id"])
+        assert got is not None and summary(got) == e
+        assert q.stats["checkpoint_reads"] == reads + 1, e["id"]
+    q.close()
+    rec.close()
