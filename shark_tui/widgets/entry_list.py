@@ -25,6 +25,18 @@ from shark_tui.widgets.sort_menu import DESCENDING_FIRST, SortMenu
 
 PROTOS = ("http", "http2", "grpc", "graphql", "websocket", "amqp", "kafka", "redis", "tcp")
 TIME_FORMATS = ("absolute", "relative", "delta")
+#: Redis reply types too wide for the status column (5 cells), abbreviated; the status itself
+#: (the filter's ``status == "integer"``, sorting, the detail pane, ``dissect``) keeps the name.
+REDIS_TYPES = {
+    "simple": "str",
+    "integer": "int",
+    "double": "dbl",
+    "boolean": "bool",
+    "big_number": "big",
+    "blob_error": "err",
+    "verbatim": "verb",
+    "attribute": "attr",
+}
 
 
 def _size(n: int | None) -> str:
@@ -257,6 +269,8 @@ class EntryList(ScrollView, can_focus=True):
         lat = "-" if row.latency_ms is None else f"{row.latency_ms:.1f}ms"
         status = row.status or "-"
         bad = bool(row.error) or (status.isdigit() and int(status) >= 400)
+        if row.proto == "redis":
+            status = REDIS_TYPES.get(status, status)
         cells = [
             ("● " if self.store.is_marked(row) else "  ", "entry-list--marked"),
             (f"{self._when(i, row):<12} ", "entry-list--dim"),
