@@ -412,3 +412,34 @@ def test_detail_connection_tab(snap_compare: Any, web_app: SharkApp) -> None:
     handshake, this request's time and latency."""
     before = _open_detail("proto == grpc and status == 0", False, "connection")
     assert snap_compare(web_app, terminal_size=PROTO_SIZE, run_before=before)
+
+
+def test_detail_body_cut(snap_compare: Any, web_app: SharkApp) -> None:
+    """A body longer than the daemon keeps: the note says where it was cut and that f shows
+    it whole, the status line too."""
+    before = _open_detail("method == GET and summary == /export", True)
+    assert snap_compare(web_app, terminal_size=PROTO_SIZE, run_before=before)
+
+
+def test_detail_show_full(snap_compare: Any, web_app: SharkApp) -> None:
+    """f: the entry asked for again with a large body cap, scrolled to the body's end."""
+    from textual.containers import VerticalScroll
+    from textual.widgets import Static
+
+    opened = _open_detail("method == GET and summary == /export", True)
+
+    async def before(pilot: Any) -> None:
+        await opened(pilot)
+        await pilot.press("f")
+        status = pilot.app.screen.query_one("#detail-search-status", Static)
+        for _ in range(200):
+            if "showing the whole entry" in str(status.render()):
+                break
+            await asyncio.sleep(0.05)
+        await pilot.pause()
+        pane = pilot.app.screen.query_one("#tab-response").query_one(VerticalScroll)
+        pane.scroll_end(animate=False)
+        await pilot.pause()
+        await pilot.pause()
+
+    assert snap_compare(web_app, terminal_size=PROTO_SIZE, run_before=before)

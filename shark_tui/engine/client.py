@@ -203,12 +203,14 @@ class Client:
                 if isinstance(m, wire.CaughtUp) and not follow:
                     return
 
-    async def get_entry(self, entry_id: str) -> dict[str, Any]:
-        return (await self.entry_detail(entry_id)).entry
+    async def get_entry(self, entry_id: str, max_body: int = 0) -> dict[str, Any]:
+        return (await self.entry_detail(entry_id, max_body)).entry
 
-    async def entry_detail(self, entry_id: str) -> wire.EntryDetail:
-        """The full entry and what the daemon knows of its connection (`wire.EntryDetail`)."""
-        reply = await self._call(wire.GetEntry(req=next(self._req), id=entry_id))
+    async def entry_detail(self, entry_id: str, max_body: int = 0) -> wire.EntryDetail:
+        """The full entry and what the daemon knows of its connection (`wire.EntryDetail`);
+        ``max_body``: its bodies kept up to that many bytes (0: the daemon's cap)."""
+        msg = wire.GetEntry(req=next(self._req), id=entry_id, max_body=max_body)
+        reply = await self._call(msg)
         assert isinstance(reply, wire.EntryDetail)
         return reply
 

@@ -722,8 +722,9 @@ class QueryEngine:
             return cached.entries or [] if cached is not None else []
         return self.dissect_whole(v.num)
 
-    def dissect_whole(self, num: int) -> list[Entry]:
-        """Every full entry of flow ``num``, dissected again from its first stored packet."""
+    def dissect_whole(self, num: int, body_cap: int | None = None) -> list[Entry]:
+        """Every full entry of flow ``num``, dissected again from its first stored packet
+        (bodies kept up to ``body_cap`` bytes; None: the engine's cap)."""
         with self.lock:
             f = self.recorder.index.by_num.get(num)
             if f is None:
@@ -734,7 +735,8 @@ class QueryEngine:
             if not tls and f.proto == "tls" and self.recorder.twin(f) is not None:
                 return []  # its plaintext was captured: shown as those entries
         readable = self._readable(locs)
-        cur = FlowCursor(num, self.body_cap, tls, names=self.recorder.names)
+        cap = self.body_cap if body_cap is None else body_cap
+        cur = FlowCursor(num, cap, tls, names=self.recorder.names)
         cur.feed(self.reader.read(readable))
         if ended and len(readable) == len(locs):  # else its tail is still in the writer's buffer
             cur.finish()
@@ -807,8 +809,9 @@ class QueryEngine:
         table.finish()
         return recorder.chunks, recorder.left_out
 
-    def get_entry(self, entry_id: str) -> Entry | None:
-        """The full entry ``FLOW:N``, or None.
+    def get_entry(self, entry_id: str, body_cap: int | None = None) -> Entry | None:
+        """The full entry ``FLOW:N``, or None; its bodies kept up to ``body_cap`` bytes (None:
+        the engine's cap, the one the summaries were made with).
 
         A long connection is not dissected from its first byte: when the entry's summary is
         cached, dissection starts at the flow's last checkpoint (a client packet after server
@@ -818,7 +821,7 @@ class QueryEngine:
         key = parse_id(entry_id)
         if key is None:
             return None
-        found = self._get_entry(entry_id, *key)
+        found = self._get_entry(entry_id, *key, body_cap)
         if found is not None and found["tls"]:
             found["wire"] = self.wire_twin(key[0])
         return found
@@ -867,21 +870,24 @@ class QueryEngine:
         }  # fmt: skip
         return info
 
-    def _get_entry(self, entry_id: str, num: int, n: int) -> Entry | None:
+    def _get_entry(self, entry_id: str, num: int, n: int, body_cap: int | None) -> Entry | None:
         cached = self._cache.get(num)
         if cached is not None and cached.entries is not None and 0 < n <= len(cached.entries):
-            found = self._from_checkpoint(num, cached.entries[n - 1], _resp_at(cached.resp, n))
+            want = cached.entries[n - 1]
+            found = self._from_checkpoint(num, want, _resp_at(cached.resp, n), body_cap)
             if found is not None:
                 found["id"] = entry_id
                 self.stats["checkpoint_reads"] += 1
                 return found
         self.stats["full_reads"] += 1
-        for e in self.dissect_whole(num):
+        for e in self.dissect_whole(num, body_cap):
             if e["id"] == entry_id:
                 return e
         return None
 
-    def _from_checkpoint(self, num: int, want: Entry, redis_resp: int = 2) -> Entry | None:
+    def _from_checkpoint(
+        self, num: int, want: Entry, redis_resp: int = 2, body_cap: int | None = None
+    ) -> Entry | None:
         with self.lock:
             f = self.recorder.index.by_num.get(num)
             if f is None or not f.checkpoints or f.proto in _NO_MIDSTREAM:
@@ -904,7 +910,8 @@ class QueryEngine:
         if start < 0:
             return None
         rest = self._readable(locs[bisect.bisect_left(locs, start) :])
-        cur = FlowCursor(num, self.body_cap, self._is_tls(num), redis_resp, self.recorder.names)
+        cap = self.body_cap if body_cap is None else body_cap
+        cur = FlowCursor(num, cap, self._is_tls(num), redis_resp, self.recorder.names)
 
         def same(e: Entry) -> bool:
             # everything the summary holds but the id must agree, or this start was wrong

@@ -61,6 +61,11 @@ BATCH_BYTES: Final = 4 << 20
 """An `EntriesAppended` holds at most this many entries and about this many encoded bytes
 (full entries carry bodies of up to 64 KiB each: 500 of them would pass `wire.MAX_FRAME`)."""
 STATS_INTERVAL: Final = 1.0
+MAX_ASKED_BODY: Final = 4 << 20
+"""Largest body cap a `wire.GetEntry` may ask for (``max_body``: the detail pane's "show
+full"); two bodies this big, in base64, stay under `wire.MAX_FRAME`."""
+MAX_ENTRY_BYTES: Final = wire.MAX_FRAME - (1 << 20)
+"""Largest encoded entry sent with a cap asked for; a bigger one is made again with less."""
 CAPABILITIES: Final = ["entries", "detail", "export", "stats"]
 
 
@@ -574,7 +579,15 @@ class Server:
             self._pending_subs -= 1
 
     def _get_entry(self, c: _Client, msg: wire.GetEntry) -> None:
-        entry = self.engine.get_entry(msg.id)
+        # a cap asked for (``max_body``) is honoured up to MAX_ASKED_BODY; an answer that would
+        # still pass the frame limit is made again with a quarter of the cap, down to the
+        # engine's own
+        cap = min(msg.max_body, MAX_ASKED_BODY) if msg.max_body > 0 else None
+        while True:
+            entry = self.engine.get_entry(msg.id, cap)
+            if entry is None or cap is None or len(_measure(entry)) <= MAX_ENTRY_BYTES:
+                break
+            cap = cap // 4 if cap // 4 > self.engine.body_cap else None
         key = parse_id(msg.id)
         if entry is None or key is None:
             self.post(c, wire.Failed(req=msg.req, error=f"no entry {msg.id!r}"))

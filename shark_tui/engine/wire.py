@@ -105,11 +105,15 @@ class Unsubscribe(Message):
 
 
 class GetEntry(Message):
-    """The full entry ``id``, answered with `EntryDetail`."""
+    """The full entry ``id``, answered with `EntryDetail`. ``max_body``: keep bodies (and the
+    other values a dissector caps) up to this many bytes when dissecting it again — the
+    detail pane's "show full"; 0 = the daemon's own cap, the one its summaries were made with.
+    The daemon sends at most its own limit (`server.MAX_ASKED_BODY`)."""
 
     TYPE: ClassVar[int] = 18
     req: int = 0
     id: str = ""
+    max_body: int = 0
 
 
 class Export(Message):

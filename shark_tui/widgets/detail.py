@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 from rich.console import Console, Group, RenderableType
 from rich.style import Style
@@ -22,6 +22,16 @@ from textual.widgets import Input, Static, TabbedContent, TabPane
 from shark_tui.widgets.bodyview import json_view, message_body_view
 from shark_tui.widgets.connview import connection_info, connection_view
 from shark_tui.widgets.protoviews import ROLES, Palette, proto_view
+
+
+def _kept(msg: dict[str, Any]) -> int:
+    """Bytes of the body kept (its text in UTF-8, or its base64 decoded)."""
+    body = msg.get("body")
+    if not isinstance(body, str):
+        return 0
+    if msg.get("body_encoding") == "base64":
+        return len(body) * 3 // 4 - body[-2:].count("=")
+    return len(body.encode("utf-8", "replace"))
 
 
 def message_view(msg: Any) -> RenderableType:
@@ -46,8 +56,10 @@ def message_view(msg: Any) -> RenderableType:
                 ctype = str(h[1]).lower()
     parts: list[RenderableType] = [lines]
     if msg.get("body_truncated"):
-        parts.append(Text(f"(body cut at {len(msg.get('body') or '')} of "
-                          f"{msg.get('body_size')} bytes)", style="yellow"))  # fmt: skip
+        size = msg.get("body_size")
+        parts.append(Text(f"(body cut at {_kept(msg):,} of "
+                          f"{f'{size:,}' if isinstance(size, int) else '?'} bytes; "
+                          "f: show full)", style="yellow"))  # fmt: skip
     parts.append(message_body_view(msg, ctype))
     extra = {k: v for k, v in msg.items()
              if k not in ("headers", "body", "body_encoding", "body_truncated", "version",
@@ -59,6 +71,39 @@ def message_view(msg: Any) -> RenderableType:
 
 
 RawLoader = Callable[[], Awaitable[tuple[list[tuple[int, bytes]], int]]]
+#: The entry asked for again with bodies kept up to N bytes (``max_body`` of GetEntry).
+FullLoader = Callable[[int], Awaitable[dict[str, Any]]]
+#: The body cap "show full" asks for (the daemon sends at most its own limit).
+FULL_BODY: Final = 16 << 20
+_CUT_KEYS: Final = ("body_truncated", "truncated", "args_truncated", "records_truncated")
+
+
+def was_cut(obj: Any, depth: int = 0) -> bool:
+    """Whether a value of an entry's request or response was cut (a body, a Redis value or
+    argument, Kafka records...)."""
+    if depth > 64:
+        return False
+    if isinstance(obj, dict):
+        if depth == 0:
+            return any(was_cut(obj.get(side), 1) for side in ("request", "response"))
+        if any(obj.get(k) for k in _CUT_KEYS):
+            return True
+        return any(was_cut(v, depth + 1) for v in obj.values() if isinstance(v, dict | list))
+    if isinstance(obj, list):
+        return any(was_cut(v, depth + 1) for v in obj if isinstance(v, dict | list))
+    return False
+
+
+def title(e: dict[str, Any]) -> str:
+    """The pane's first line: id, protocol, method and summary, status, latency, error."""
+    head = f"{e.get('id')}  {e.get('proto')}  {e.get('method') or ''} {e.get('summary') or ''}"
+    if e.get("status") is not None:
+        head += f"  → {e['status']}"
+    if e.get("latency_ms") is not None:
+        head += f"  {e['latency_ms']} ms"
+    if e.get("error"):
+        head += f"  [{e['error']}]"
+    return head
 
 
 def raw_view(chunks: list[tuple[int, bytes]], left_out: int, hex_mode: bool,
@@ -97,15 +142,19 @@ class DetailScreen(ModalScreen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q", "close", "close", id="detail.close"),
         Binding("h", "toggle_hex", "hex/text", id="detail.hex"),
+        Binding("f", "show_full", "show full", id="detail.full"),
         Binding("slash", "search", "search", id="detail.search"),
         Binding("n", "next_match(1)", "next", show=False, id="detail.next"),
         Binding("N", "next_match(-1)", "previous", show=False, id="detail.previous"),
     ]
 
-    def __init__(self, entry: dict[str, Any], raw: RawLoader | None = None) -> None:
+    def __init__(
+        self, entry: dict[str, Any], raw: RawLoader | None = None, full: FullLoader | None = None
+    ) -> None:
         super().__init__()
         self.entry = entry
         self.raw = raw
+        self.full = full
         self.hex_mode = False
         self._raw_data: tuple[list[tuple[int, bytes]], int] | None = None
         self._bodies: dict[str, RenderableType] = {}  # what each tab shows (for search)
@@ -115,15 +164,7 @@ class DetailScreen(ModalScreen[None]):
         self._focus_before: Widget | None = None  # what had the focus before the search box
 
     def compose(self):  # type: ignore[no-untyped-def]
-        e = self.entry
-        head = f"{e.get('id')}  {e.get('proto')}  {e.get('method') or ''} {e.get('summary') or ''}"
-        if e.get("status") is not None:
-            head += f"  → {e['status']}"
-        if e.get("latency_ms") is not None:
-            head += f"  {e['latency_ms']} ms"
-        if e.get("error"):
-            head += f"  [{e['error']}]"
-        yield Static(head, id="detail-title")
+        yield Static(title(self.entry), id="detail-title")
         with TabbedContent(id="detail-tabs"):
             with TabPane("Request", id="tab-request"), VerticalScroll():
                 yield Static("", id="request-body", classes="detail-body")
@@ -142,6 +183,12 @@ class DetailScreen(ModalScreen[None]):
         # the roles' styles come from TCSS (component classes), applied to a new screen after
         # its first refresh: render then
         self.call_after_refresh(self._show_sides)
+        if was_cut(self.entry):
+            self._status("values of this entry were cut to what the daemon keeps: f shows them "
+                         "whole")  # fmt: skip
+
+    def _status(self, text: str) -> None:
+        self.query_one("#detail-search-status", Static).update(text)
 
     def _show_sides(self) -> None:
         palette = {role: self.get_component_rich_style(f"detail--{role}", partial=True)
@@ -153,6 +200,54 @@ class DetailScreen(ModalScreen[None]):
         conn = connection_view(connection_info(self.entry), palette)
         self._bodies["tab-connection"] = conn
         self.query_one("#connection-body", Static).update(conn)
+
+    # -- show full (f) ---------------------------------------------------------------------------
+
+    def _full_loader(self) -> FullLoader | None:
+        """How to ask for this entry again with another body cap: the loader handed over, else
+        the app's link to the daemon the entry came from (its ``node``)."""
+        if self.full is not None:
+            return self.full
+        node, entry_id = self.entry.get("node"), self.entry.get("id")
+        link = next((link for link in getattr(self.app, "links", ())
+                     if getattr(link, "node", None) == node), None)  # fmt: skip
+        if link is None or not isinstance(entry_id, str):
+            return None
+
+        async def load(max_body: int) -> dict[str, Any]:
+            got: dict[str, Any] = await link.get_entry(entry_id, max_body=max_body)
+            return got
+
+        return load
+
+    def action_show_full(self) -> None:
+        if not was_cut(self.entry):
+            self._status("nothing in this entry was cut")
+            return
+        loader = self._full_loader()
+        if loader is None:
+            self._status("cannot ask for this entry again: its daemon is not known")
+            return
+        self._status("asking the daemon for the whole entry…")
+        self.run_worker(self._load_full(loader), group="full", exclusive=True,
+                        exit_on_error=False)  # fmt: skip
+
+    async def _load_full(self, loader: FullLoader) -> None:
+        try:
+            entry = await loader(FULL_BODY)
+        except Exception as exc:  # said in the pane, never raised into the UI
+            self._status(f"the whole entry could not be read: {exc}")
+            return
+        self.entry = entry
+        self.query_one("#detail-title", Static).update(title(entry))
+        self._show_sides()
+        if self.term:
+            self._find()
+        if was_cut(entry):
+            self._status("asked for the whole entry: some values are still cut (lost to the "
+                         "capture, or longer than the daemon sends)")  # fmt: skip
+        else:
+            self._status("showing the whole entry")
 
     def action_close(self) -> None:
         """esc: the topmost first — the search box when it is open, else the pane."""

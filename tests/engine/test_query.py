@@ -619,3 +619,29 @@ def test_http_get_entry_starts_at_a_checkpoint(
         assert q.stats["checkpoint_reads"] == reads + 1, e["id"]
     q.close()
     rec.close()
+
+
+def test_get_entry_with_a_body_cap_from_a_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GetEntry's ``max_body``: the entry dissected again, from its checkpoint, with bodies
+    kept up to the cap asked for; without one, cut at the engine's as before."""
+    from shark_tui.engine import flowindex
+
+    monkeypatch.setattr(flowindex, "CHECKPOINT_BYTES", 1)  # a checkpoint before each request
+    big = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 100_000
+    flow = http_flow(40001, [(REQ, RESP)] * 3 + [(REQ, big), (REQ, RESP)])
+    path = fx.write_pcap(tmp_path / "c.pcap", fx.LINKTYPE_ETHERNET, flow)
+    rec, _ = import_capture(str(path), str(tmp_path / "store"))
+    q = QueryEngine(rec, threading.Lock())
+    entry = run(q)[3]  # the summaries are cached: GetEntry starts from a checkpoint
+    reads = q.stats["checkpoint_reads"]
+    got = q.get_entry(entry["id"], body_cap=1 << 20)
+    assert got is not None and q.stats["checkpoint_reads"] == reads + 1
+    assert got["response"]["body"] == "x" * 100_000 and not got["response"]["body_truncated"]
+    assert summary(got) == entry
+    cut = q.get_entry(entry["id"])
+    assert cut is not None and cut["response"]["body_truncated"]
+    assert len(cut["response"]["body"]) == q.body_cap
+    q.close()
+    rec.close()

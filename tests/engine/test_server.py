@@ -238,6 +238,46 @@ def test_get_entry_and_unknown_id(srv: Server, store: Store) -> None:
     arun(with_client(srv.address, main))
 
 
+def test_get_entry_max_body_within_the_frame_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GetEntry's ``max_body`` (the detail pane's "show full"): bodies kept up to it, 0 = the
+    daemon's cap; at most MAX_ASKED_BODY; an answer past the frame limit is made again with a
+    quarter of the cap, down to the daemon's own. The connection's facts come with it."""
+    from shark_tui.engine.dissect import DEFAULT_BODY_CAP
+
+    store = Store(tmp_path / "store")
+    size = 300_000
+    store.add_flow(exchanges(1, body=size, tag="big"))
+    server = Server(store.rec, store.lock, TOKEN, ("127.0.0.1", 0), store.status, node="n1")
+    server.start()
+    (eid,) = [e["id"] for e in want_entries(store)]
+
+    def body(e: dict[str, Any]) -> tuple[int, bool]:
+        return len(e["response"]["body"]), e["response"]["body_truncated"]
+
+    async def main(c: Client) -> None:
+        assert body(await c.get_entry(eid)) == (DEFAULT_BODY_CAP, True)
+        detail = await c.entry_detail(eid, max_body=1 << 20)
+        assert body(detail.entry) == (size, False)
+        assert detail.entry["response"]["body"] == "b" * size
+        assert detail.connection["packets"] == {"client": 5, "server": 7}  # reply in 5 segments
+        assert body(await c.get_entry(eid, max_body=100_000)) == (100_000, True)
+        monkeypatch.setattr(server_mod, "MAX_ASKED_BODY", 150_000)
+        assert body(await c.get_entry(eid, max_body=1 << 20)) == (150_000, True)
+        # 1 MiB would not fit: a quarter (256 KiB) neither; the daemon's own cap does
+        monkeypatch.setattr(server_mod, "MAX_ASKED_BODY", 1 << 20)
+        monkeypatch.setattr(server_mod, "MAX_ENTRY_BYTES", 200_000)
+        assert body(await c.get_entry(eid, max_body=1 << 20)) == (DEFAULT_BODY_CAP, True)
+        monkeypatch.setattr(server_mod, "MAX_ENTRY_BYTES", 290_000)
+        assert body(await c.get_entry(eid, max_body=1 << 20)) == (262_144, True)
+
+    try:
+        arun(with_client(server.address, main))
+    finally:
+        server.stop()
+
+
 def test_bad_filter_names_the_column(srv: Server, store: Store) -> None:
     async def main(c: Client) -> None:
         with pytest.raises(RequestFailed, match="stauts"):

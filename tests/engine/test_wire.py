@@ -54,7 +54,7 @@ EXAMPLES: list[wire.Message] = [
         follow=False,
     ),
     wire.Unsubscribe(req=4),
-    wire.GetEntry(req=5, id="12:3"),
+    wire.GetEntry(req=5, id="12:3", max_body=1 << 20),
     wire.Export(req=6, filter="http", ids=["1:1", "2:7"]),
     wire.Stats(req=7),
     wire.TlsStatus(req=8),

@@ -209,3 +209,73 @@ def test_connection_tab_shows_what_the_daemon_knows_of_the_connection(
         assert "  server     10.2.0.7:9000" in drawn(d, "#connection-body").splitlines()
 
     run(web, body)
+
+
+# -- f: show full --------------------------------------------------------------------------------
+
+
+def test_show_full_asks_the_daemon_again_with_a_large_cap(web: tuple[str, str]) -> None:
+    """A body longer than the daemon keeps (GET /export: 100,000 bytes, cut at 64 KiB) says
+    so; f asks for the entry again (GetEntry with max_body) and shows it whole."""
+    from shark_tui.engine import wire
+    from shark_tui.widgets.detail import FULL_BODY
+
+    last = "line 03999 of the export"
+
+    async def body(app: SharkApp, pilot: Any) -> None:
+        link = app.links[0]
+        d = await open_entry(app, pilot, "method == GET and summary == /export")
+        status = d.query_one("#detail-search-status", Static)
+        assert "f shows them whole" in str(status.render())
+        resp = drawn(d, "#response-body", width=200)
+        assert "(body cut at 65,536 of 100,000 bytes; f: show full)" in resp
+        assert last not in resp
+        assert link.sent[-1] == wire.GetEntry(id=d.entry["id"])  # the daemon's own cap
+        await pilot.press("f")
+        await wait_for(lambda: "showing the whole entry" in str(status.render()))
+        assert link.sent[-1] == wire.GetEntry(id=d.entry["id"], max_body=FULL_BODY)
+        resp = drawn(d, "#response-body", width=200)
+        assert resp.rstrip().endswith(last) and "body cut" not in resp
+        assert d.entry["response"]["body"] == webfixture.BIG_BODY.decode()
+        assert d.entry["connection"]["flow"] == 1  # what came with it is kept
+        # the search sees the new text
+        await pilot.press("right", "slash", *"03999", "enter")
+        await wait_for(lambda: "match 1 of 1" in str(status.render()))
+        # an entry with nothing cut: nothing asked
+        d = await open_entry(app, pilot, "method == POST and summary == /login")
+        sent = len(link.sent)
+        await pilot.press("f")
+        status = d.query_one("#detail-search-status", Static)
+        assert str(status.render()) == "nothing in this entry was cut"
+        assert len(link.sent) == sent
+
+    run(web, body)
+
+
+def test_show_full_through_the_loader_handed_over_and_its_failure() -> None:
+    """A DetailScreen given its own loader uses it; a loader that fails is said in the pane."""
+    from textual.app import App
+
+    from shark_tui.widgets.detail import FULL_BODY
+
+    reply = {"type": "bulk", "value": "01", "size": 9, "truncated": True}  # a cut Redis value
+    cut = {"id": "1:1", "proto": "redis", "method": "GET", "summary": "big",
+           "request": {"args": ["GET", "big"]}, "response": {"reply": reply}}  # fmt: skip
+    asked: list[int] = []
+
+    async def fails(max_body: int) -> dict[str, Any]:
+        asked.append(max_body)
+        raise ConnectionError("daemon gone")
+
+    async def main() -> None:
+        screen = DetailScreen(cut, full=fails)
+        async with App().run_test(size=(120, 30)) as pilot:
+            pilot.app.push_screen(screen)
+            await pilot.pause()
+            await pilot.press("f")
+            status = screen.query_one("#detail-search-status", Static)
+            await wait_for(lambda: "could not be read" in str(status.render()))
+            assert str(status.render()) == "the whole entry could not be read: daemon gone"
+            assert asked == [FULL_BODY] and screen.entry is cut
+
+    asyncio.run(main())
