@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import tempfile
 
 from shark_tui.app import SharkApp
 from shark_tui.engine import wire
 from shark_tui.widgets.save_dialog import SaveScreen
 from shark_tui.widgets.saver import Selection
-from tests.widgets.appfixture import fixture_daemon, notes, tshark, wait_for
+from tests.engine.fixtures_pcap import LINKTYPE_ETHERNET, pcap_bytes
+from tests.widgets.appfixture import fixture_daemon, notes, serve_capture, tshark, wait_for
 
 NOW = 1_700_000_000.0
 
@@ -174,5 +176,62 @@ def test_all_shown_stops_at_the_newest_entry_shown() -> None:
                 app.save_to(os.path.join(tmp, "none.pcapng"), Selection("", until={}))
                 await wait_for(lambda: any("nothing to save" in m for m in notes(app)))
                 assert len(app.links[0].sent) == n
+
+    asyncio.run(main())
+
+
+def big_download(size: int) -> bytes:
+    """A capture of one HTTP GET answered with ``size`` bytes of body (in 1400-byte segments)."""
+    from tests.widgets.protofixture import _packets
+
+    body = bytes(range(256)) * (size // 256)
+    conn = [
+        (0, b"GET /big HTTP/1.1\r\nHost: api\r\n\r\n"),
+        (1, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body),
+    ]
+    return pcap_bytes(LINKTYPE_ETHERNET, _packets(0, ("10.1.0.1", 80), conn, int(NOW * 1e9)))
+
+
+def test_save_shows_progress_while_a_large_export_runs() -> None:
+    """The daemon sends an export in 1 MiB chunks: the dialog says how much has come in after
+    each one, while it is still open, before the file is complete."""
+
+    async def main() -> None:
+        with (
+            serve_capture(big_download(4 << 20)) as (address, token),
+            tempfile.TemporaryDirectory() as tmp,
+        ):
+            app = SharkApp([(address, token)], clock=lambda: NOW)
+            async with app.run_test(size=(160, 30)) as pilot:
+                await wait_for(lambda: len(app.store) == 1)
+                await pilot.press("w")
+                await wait_for(lambda: isinstance(app.screen, SaveScreen))
+                dialog = app.screen
+                assert isinstance(dialog, SaveScreen)
+                shown: list[tuple[str, bool, bool]] = []  # (status drawn, dialog open, file done)
+                out = os.path.join(tmp, "big.pcapng")
+                status = dialog.status
+
+                def spy(text: str, *, error: bool = False) -> None:
+                    status(text, error=error)
+                    drawn = str(dialog.query_one("#save-status").render())
+                    shown.append((drawn, app.screen is dialog, os.path.exists(out)))
+
+                dialog.status = spy  # type: ignore[method-assign]
+                await pilot.press(*out, "enter")
+                await wait_for(lambda: not isinstance(app.screen, SaveScreen), timeout=30)
+                assert shown[0] == ("saving…", True, False)
+                progress = shown[1:]
+                assert len(progress) >= 4, shown  # 4 MiB of body: at least 4 chunks
+                assert all(is_open and not done for _, is_open, done in progress), shown
+                kib = []
+                for text, _, _ in progress:
+                    m = re.fullmatch(r"saving… fixture: ([\d,]+) KiB received", text)
+                    assert m, text
+                    kib.append(int(m.group(1).replace(",", "")))
+                # growing as chunks come in (the section header first, then 1 MiB at a time)
+                assert kib == sorted(set(kib)) and len([k for k in kib if k >= 1024]) >= 4, kib
+                assert kib[-1] == round(os.path.getsize(out) / 1024), kib  # all of it, at the end
+                assert len(set(tshark(out, "-T", "fields", "-e", "tcp.stream"))) == 1
 
     asyncio.run(main())
