@@ -293,10 +293,12 @@ class OpenSSLTracer:
             return None
         info = self.go_bins[key] = GoInfo(exe_path(pid), b.version, b.funcs_from,
                                           b.offsets_from, error=b.error)  # fmt: skip
-        if info.error is not None:
+        if b.register_abi is False:  # before any other reason: the one that matters
+            # (no toolchain older than 1.17 can be had here to test probes for it: README)
+            info.error = (f"{b.version} passes arguments on the stack (Go < 1.17): not probed, "
+                          "only the register ABI is")  # fmt: skip
             return info
-        if not b.register_abi:
-            info.error = f"{b.version}: the stack ABI (Go < 1.17) is not probed"
+        if info.error is not None:
             return info
         want = _go_offsets(GO_COMPILED)
         have = {k: b.offsets.get(f) for k, f in _GO_FIELDS.items()}

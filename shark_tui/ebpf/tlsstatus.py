@@ -8,7 +8,8 @@ connections and no plaintext gets one of these reasons —
 - ``probe failure``: attaching to its libssl failed (the error is quoted);
 - ``BIO-based I/O``: probes are on its libssl, its TLS connections carry bytes, but none of it
   went through ``SSL_read``/``SSL_write`` (e.g. ``openssl s_server -www`` drives an SSL BIO);
-- ``Go crypto/tls``: a Go binary (probed by the Go tracer, when there is one);
+- ``Go crypto/tls``: a Go program the Go probes were not set on, with why (the stack ABI of
+  Go < 1.17, struct offsets unknown, no crypto/tls functions found, …);
 - ``statically linked library``: no libssl mapped, but the executable holds ``SSL_write``;
 - ``no symbols``: TLS on the wire, and nothing known in the executable to probe.
 """

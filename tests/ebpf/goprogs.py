@@ -85,6 +85,27 @@ def build(tmp: str | Path, variants: dict[str, list[str]] = VARIANTS,
     return bins
 
 
+def with_go_version(src: str, dst: str, version: str) -> str:
+    """A copy of the Go binary ``src`` at ``dst`` whose build info names ``version`` instead of
+    its own (same length: the string is patched in place, the program still runs); ``dst``."""
+    from elftools.elf.elffile import ELFFile
+
+    from shark_tui.ebpf.goelf import inspect
+
+    own = inspect(src).version
+    assert own is not None and len(own) == len(version), (own, version)
+    data = bytearray(Path(src).read_bytes())
+    with open(src, "rb") as f:
+        sec = ELFFile(f).get_section_by_name(".go.buildinfo")
+        start, end = sec["sh_offset"], sec["sh_offset"] + sec["sh_size"]
+    pos = data.find(own.encode(), start, end)
+    assert pos >= 0, f"{own} is not in the build info of {src}"
+    data[pos : pos + len(version)] = version.encode()
+    Path(dst).write_bytes(data)
+    os.chmod(dst, 0o755)
+    return dst
+
+
 def server(path: str, cert: Path) -> tuple[subprocess.Popen[str], int]:
     """Start the Go HTTPS server (cert.pem and key.pem side by side); (process, port)."""
     proc = subprocess.Popen([path, str(cert), str(cert.with_name("key.pem"))],

@@ -285,16 +285,8 @@ def test_symtab_without_dwarf(builds: Builds, infos: dict[str, GoBinary]) -> Non
 
 
 def with_version(builds: Builds, name: str, src: str, version: str) -> str:
-    """A copy of ``builds.bins[src]`` whose build info names ``version`` instead of its own
-    (the same length: the string is patched in place)."""
-    path = builds.bins[src]
-    with open(path, "rb") as f:
-        sec = ELFFile(f).get_section_by_name(".go.buildinfo")
-        start, end = sec["sh_offset"], sec["sh_offset"] + sec["sh_size"]
-    assert len(version) == len(builds.version), version
-    pos = Path(path).read_bytes().find(builds.version.encode(), start, end)
-    assert pos >= 0, f"{builds.version} is not in the build info of {path}"
-    return copy_with(builds, name, src, {pos: version.encode()})
+    """A copy of ``builds.bins[src]`` whose build info names ``version`` instead of its own."""
+    return goprogs.with_go_version(builds.bins[src], f"{builds.tmp}/{name}", version)
 
 
 def test_table_entry_is_the_nearest_older_one() -> None:
