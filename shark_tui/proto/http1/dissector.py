@@ -275,7 +275,7 @@ class Http1Dissector:
                 side.marks = [(0, ts)]
                 st = side.state
                 if st == _CLOSE_BODY or (
-                    (st == _BODY or st == _CHUNK_DATA) and side.remaining > len(data)
+                    st in (_BODY, _CHUNK_DATA) and side.remaining > len(data)
                 ):  # all of it is body, as `_run` would find: kept without the buffer
                     msg = side.msg
                     assert msg is not None
