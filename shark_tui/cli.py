@@ -419,13 +419,18 @@ def cmd_open(args: argparse.Namespace) -> int:
     from shark_tui.engine.server import Server
 
     with tempfile.TemporaryDirectory(prefix="shark-tui-open-") as tmp:
-        print(f"shark-tui: loading {args.file}…", file=sys.stderr)
+        progress = sys.stderr.isatty()  # a line while it loads, erased after: errors stay one
+        if progress:
+            print(f"shark-tui: loading {args.file}…", end="", file=sys.stderr, flush=True)
         try:
             rec, warning = import_capture(args.file, os.path.join(tmp, "store"))
         except CaptureFormatError as exc:
             raise UsageError(f"{args.file}: {exc}") from None
         except OSError as exc:
             raise UsageError(f"{args.file}: {exc.strerror or exc}") from None
+        finally:
+            if progress:
+                print("\r\033[K", end="", file=sys.stderr, flush=True)
         if warning:
             print(f"shark-tui: warning: {args.file}: {warning}", file=sys.stderr)
         if args.file == "-":
