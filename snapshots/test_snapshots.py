@@ -443,3 +443,86 @@ def test_detail_show_full(snap_compare: Any, web_app: SharkApp) -> None:
         await pilot.pause()
 
     assert snap_compare(web_app, terminal_size=PROTO_SIZE, run_before=before)
+
+
+# -- the detail tabs per protocol -----------------------------------------------------------------
+
+
+def test_detail_http1_response(snap_compare: Any, app: SharkApp) -> None:
+    """A chunked HTTP/1.1 reply: status line, headers, body, its trailers."""
+    before = _open_detail("method == POST and src.port == 40000", True)
+    assert snap_compare(app, terminal_size=PROTO_SIZE, run_before=before)
+
+
+def _raw_loaded(hex_mode: bool) -> Any:
+    """The Raw tab of the first connection's GET /users?id=7, as text or hex."""
+    from textual.widgets import Static
+
+    opened = _open_detail('path == "/users" and src.port == 40000', False, "raw")
+
+    async def before(pilot: Any) -> None:
+        await opened(pilot)
+        body = pilot.app.screen.query_one("#raw-body", Static)
+        for _ in range(200):
+            if "HTTP/1.1" in str(body.render()):
+                break
+            await asyncio.sleep(0.05)
+        if hex_mode:
+            await pilot.press("h")
+        await pilot.pause()
+        await pilot.pause()
+
+    return before
+
+
+def test_detail_raw_text(snap_compare: Any, app: SharkApp) -> None:
+    """The reassembled connection, client and server in their colours."""
+    assert snap_compare(app, terminal_size=PROTO_SIZE, run_before=_raw_loaded(False))
+
+
+def test_detail_raw_hex(snap_compare: Any, app: SharkApp) -> None:
+    assert snap_compare(app, terminal_size=PROTO_SIZE, run_before=_raw_loaded(True))
+
+
+def test_detail_http2_request(snap_compare: Any, web_app: SharkApp) -> None:
+    """HTTP/2: the pseudo-headers kept, the JSON body pretty-printed."""
+    before = _open_detail("proto == http2 and method == POST")
+    assert snap_compare(web_app, terminal_size=PROTO_SIZE, run_before=before)
+
+
+def test_detail_http2_response(snap_compare: Any, web_app: SharkApp) -> None:
+    before = _open_detail("proto == http2 and method == GET", True)
+    assert snap_compare(web_app, terminal_size=PROTO_SIZE, run_before=before)
+
+
+def test_detail_grpc_response(snap_compare: Any, web_app: SharkApp) -> None:
+    """gRPC: the message decoded without a schema (protoc --decode_raw), grpc-status."""
+    before = _open_detail("proto == grpc and status == 0", True)
+    assert snap_compare(web_app, terminal_size=PROTO_SIZE, run_before=before)
+
+
+def test_detail_grpc_error(snap_compare: Any, web_app: SharkApp) -> None:
+    before = _open_detail("proto == grpc and status == 5", True)
+    assert snap_compare(web_app, terminal_size=PROTO_SIZE, run_before=before)
+
+
+def test_detail_graphql_response(snap_compare: Any, web_app: SharkApp) -> None:
+    before = _open_detail("proto == graphql and status == 200", True)
+    assert snap_compare(web_app, terminal_size=PROTO_SIZE, run_before=before)
+
+
+def test_detail_websocket_message(snap_compare: Any, web_app: SharkApp) -> None:
+    """A client's text frame on an upgraded connection (unmasked, JSON)."""
+    before = _open_detail("proto == websocket and method == text and request != null")
+    assert snap_compare(web_app, terminal_size=PROTO_SIZE, run_before=before)
+
+
+def test_detail_websocket_upgrade(snap_compare: Any, web_app: SharkApp) -> None:
+    before = _open_detail("status == 101", True)
+    assert snap_compare(web_app, terminal_size=PROTO_SIZE, run_before=before)
+
+
+def test_detail_tcp(snap_compare: Any, web_app: SharkApp) -> None:
+    """A protocol nobody knows: byte counts and the first bytes."""
+    before = _open_detail("proto == tcp")
+    assert snap_compare(web_app, terminal_size=PROTO_SIZE, run_before=before)

@@ -23,9 +23,11 @@ from rich.text import Text
 
 __all__ = [
     "FORM_TYPE",
+    "GRPC_CODES",
     "MAX_FORM_FIELDS",
     "MAX_PRETTY_QUERY",
     "body_view",
+    "cut_note",
     "form_view",
     "graphql_query_view",
     "graphql_view",
@@ -33,6 +35,8 @@ __all__ = [
     "json_view",
     "message_body_view",
     "protobuf_lines",
+    "tcp_view",
+    "websocket_view",
 ]
 
 FORM_TYPE: Final = "application/x-www-form-urlencoded"
@@ -42,6 +46,13 @@ MAX_FORM_FIELDS: Final = 1000
 MAX_PRETTY_QUERY: Final = 64 * 1024
 #: Bytes of a binary body shown as hex.
 MAX_HEX: Final = 4096
+#: gRPC status codes by number (grpc/doc/statuscodes.md).
+GRPC_CODES: Final = {
+    0: "OK", 1: "CANCELLED", 2: "UNKNOWN", 3: "INVALID_ARGUMENT", 4: "DEADLINE_EXCEEDED",
+    5: "NOT_FOUND", 6: "ALREADY_EXISTS", 7: "PERMISSION_DENIED", 8: "RESOURCE_EXHAUSTED",
+    9: "FAILED_PRECONDITION", 10: "ABORTED", 11: "OUT_OF_RANGE", 12: "UNIMPLEMENTED",
+    13: "INTERNAL", 14: "UNAVAILABLE", 15: "DATA_LOSS", 16: "UNAUTHENTICATED",
+}  # fmt: skip
 
 
 def _note(text: str) -> Text:
@@ -208,3 +219,67 @@ def message_body_view(msg: dict[str, Any], content_type: str = "") -> Renderable
     if isinstance(gql, dict) and gql.get("operations"):
         return graphql_view(gql)
     return body_view(msg.get("body"), msg.get("body_encoding"), content_type)
+
+
+def _kept(msg: dict[str, Any]) -> int:
+    """Bytes of a body kept (its text in UTF-8, or its base64 decoded)."""
+    body = msg.get("body")
+    if not isinstance(body, str):
+        return 0
+    if msg.get("body_encoding") == "base64":
+        return len(body) * 3 // 4 - body[-2:].count("=")
+    return len(body.encode("utf-8", "replace"))
+
+
+def cut_note(msg: dict[str, Any], what: str = "body") -> Text | None:
+    """``(body cut at 65,536 of 100,000 bytes; f: show full)`` for a body a cap or a capture
+    gap cut; None for a whole one."""
+    if not msg.get("body_truncated"):
+        return None
+    size = msg.get("body_size")
+    total = f"{size:,}" if isinstance(size, int) else "?"
+    return _note(f"({what} cut at {_kept(msg):,} of {total} bytes; f: show full)")
+
+
+def websocket_view(msg: dict[str, Any]) -> RenderableType:
+    """A WebSocket message: its kind, size and framing on one line, its payload by priority
+    (JSON, text, hex); a close frame's code and reason."""
+    kind = str(msg.get("opcode") or "?")
+    head = [f"{kind} message"]
+    size = msg.get("body_size")
+    if isinstance(size, int):
+        head.append(f"{size:,} byte{'' if size == 1 else 's'}")
+    fragments = msg.get("fragments")
+    if isinstance(fragments, int) and fragments != 1:
+        head.append(f"{fragments} fragments")
+    head.append("masked" if msg.get("masked") else "not masked")
+    parts: list[RenderableType] = [Text(" · ".join(head), style="bold")]
+    if kind == "close":
+        reason = msg.get("close_reason")
+        code = f"close code {msg.get('close_code')}"
+        parts.append(Text(f"{code} · {reason}" if reason else code))
+        return Group(*parts)
+    note = cut_note(msg, "message")
+    if note:
+        parts.append(note)
+    if msg.get("body_decode_error"):
+        parts.append(_note(str(msg["body_decode_error"])))
+    elif msg.get("content_encoding"):
+        parts.append(_note(f"(decoded from {msg['content_encoding']} for display)"))
+    parts.append(body_view(msg.get("body"), msg.get("body_encoding")))
+    return Group(*parts)
+
+
+def tcp_view(msg: dict[str, Any]) -> RenderableType:
+    """One direction of a connection nobody could dissect: its size and its first bytes."""
+    size, lost = msg.get("size"), msg.get("lost_bytes")
+    head = f"{size:,} bytes" if isinstance(size, int) else "? bytes"
+    if lost:
+        head += f" ({lost:,} lost to the capture)"
+    first = msg.get("first_bytes")
+    if not first:
+        return Text(head, style="bold")
+    kept = _kept({"body": first, "body_encoding": msg.get("first_bytes_encoding")})
+    parts: list[RenderableType] = [Text(f"{head}; the first {kept:,}:", style="bold")]
+    parts.append(body_view(first, msg.get("first_bytes_encoding")))
+    return Group(*parts)

@@ -19,24 +19,50 @@ from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Input, Static, TabbedContent, TabPane
 
-from shark_tui.widgets.bodyview import json_view, message_body_view
+from shark_tui.widgets.bodyview import (
+    GRPC_CODES,
+    cut_note,
+    json_view,
+    message_body_view,
+    tcp_view,
+    websocket_view,
+)
 from shark_tui.widgets.connview import connection_info, connection_view
 from shark_tui.widgets.protoviews import ROLES, Palette, proto_view
 
 
-def _kept(msg: dict[str, Any]) -> int:
-    """Bytes of the body kept (its text in UTF-8, or its base64 decoded)."""
-    body = msg.get("body")
-    if not isinstance(body, str):
-        return 0
-    if msg.get("body_encoding") == "base64":
-        return len(body) * 3 // 4 - body[-2:].count("=")
-    return len(body.encode("utf-8", "replace"))
+def _header_lines(out: Text, headers: list[Any], trailers: bool = False) -> str:
+    """``name: value`` lines (a gRPC status named); the content type, lower-cased."""
+    ctype = ""
+    for h in headers:
+        if isinstance(h, list | tuple) and len(h) == 2:
+            out.append(f"{h[0]}", style="cyan")
+            value = str(h[1])
+            if trailers and str(h[0]).lower() == "grpc-status" and value.isdigit():
+                value += f" ({GRPC_CODES.get(int(value), 'unknown code')})"
+            out.append(f": {value}\n")
+            if str(h[0]).lower() == "content-type":
+                ctype = value.lower()
+    return ctype
+
+
+#: Keys of an HTTP-like message drawn on their own (the rest is listed as JSON at the end).
+_SHOWN: Final = frozenset({
+    "headers", "body", "body_encoding", "body_truncated", "version", "method", "target", "path",
+    "status", "reason", "query", "body_size", "content_encoding", "graphql", "messages",
+    "trailers",
+})  # fmt: skip
 
 
 def message_view(msg: Any) -> RenderableType:
+    """A request or response: HTTP-like (start line, headers, body by priority, trailers),
+    a WebSocket message, a tcp half; anything else as JSON."""
     if not isinstance(msg, dict):
         return Text("(not seen)", style="dim") if msg is None else json_view(msg)
+    if "opcode" in msg:
+        return websocket_view(msg)
+    if "first_bytes" in msg:
+        return tcp_view(msg)
     headers = msg.get("headers")
     if not isinstance(headers, list):
         return json_view(msg)
@@ -47,24 +73,23 @@ def message_view(msg: Any) -> RenderableType:
     else:
         start = f"{msg.get('version') or ''} {msg.get('status') or ''} {msg.get('reason') or ''}"
     lines = Text(start.strip() + "\n", style="bold")
-    ctype = ""
-    for h in headers:
-        if isinstance(h, list | tuple) and len(h) == 2:
-            lines.append(f"{h[0]}", style="cyan")
-            lines.append(f": {h[1]}\n")
-            if str(h[0]).lower() == "content-type":
-                ctype = str(h[1]).lower()
+    ctype = _header_lines(lines, headers)
     parts: list[RenderableType] = [lines]
-    if msg.get("body_truncated"):
-        size = msg.get("body_size")
-        parts.append(Text(f"(body cut at {_kept(msg):,} of "
-                          f"{f'{size:,}' if isinstance(size, int) else '?'} bytes; "
-                          "f: show full)", style="yellow"))  # fmt: skip
+    note = cut_note(msg)
+    if note:
+        parts.append(note)
     parts.append(message_body_view(msg, ctype))
-    extra = {k: v for k, v in msg.items()
-             if k not in ("headers", "body", "body_encoding", "body_truncated", "version",
-                          "method", "target", "path", "status", "reason", "query", "body_size",
-                          "content_encoding", "graphql", "messages")}  # fmt: skip
+    trailers = msg.get("trailers")
+    extra = {k: v for k, v in msg.items() if k not in _SHOWN}
+    if isinstance(trailers, list) and trailers:
+        out = Text("trailers\n", style="bold")
+        _header_lines(out, trailers, trailers=True)
+        out.rstrip()
+        parts.append(out)
+        names = {str(h[0]).lower() for h in trailers if isinstance(h, list | tuple) and h}
+        for key in ("grpc_status", "grpc_message"):  # the trailers say it
+            if key.replace("_", "-") in names:
+                extra.pop(key, None)
     if extra:
         parts.append(json_view(extra))
     return Group(*parts)

@@ -279,3 +279,50 @@ def test_show_full_through_the_loader_handed_over_and_its_failure() -> None:
             assert asked == [FULL_BODY] and screen.entry is cut
 
     asyncio.run(main())
+
+
+# -- the tabs per protocol -----------------------------------------------------------------------
+
+
+def test_tabs_per_protocol(web: tuple[str, str]) -> None:
+    """HTTP/2 keeps its pseudo-headers; a gRPC error names its status in the trailers; a
+    WebSocket message shows its framing and its payload by priority; a close frame its code;
+    a tcp row its size and first bytes in hex."""
+
+    async def body(app: SharkApp, pilot: Any) -> None:
+        d = await open_entry(app, pilot, "proto == http2 and method == POST")
+        req = drawn(d, "#request-body").splitlines()
+        assert req[:6] == [
+            "POST /api/items HTTP/2", ":authority: api.shop.local:8080", ":method: POST",
+            ":scheme: http", ":path: /api/items", "content-type: application/json"]  # fmt: skip
+        assert req[6:11] == ["", "{", '  "sku": "jam-03",', '  "qty": 2', "}"]
+        d = await open_entry(app, pilot, "proto == grpc and status == 5")
+        resp = drawn(d, "#response-body").splitlines()
+        at = resp.index("trailers")
+        assert resp[at + 1 : at + 3] == [
+            "grpc-status: 5 (NOT_FOUND)", "grpc-message: no item nope-99"]  # fmt: skip
+        assert resp[resp.index("gRPC messages: 0") - 2] == "content-type: application/grpc"
+        assert not any("grpc_status" in line for line in resp)  # the trailers said it
+        d = await open_entry(app, pilot, "proto == websocket and summary ~ joined")
+        assert drawn(d, "#request-body") == "(not seen)"
+        resp = drawn(d, "#response-body").splitlines()
+        head = "text message · 47 bytes · not masked"
+        assert resp == [head, "{", '  "type": "joined",', '  "room": "tea",', '  "members": 3', "}"]
+        d = await open_entry(app, pilot, "proto == websocket and method == binary")
+        req = drawn(d, "#request-body").splitlines()
+        assert req == ["binary message · 16 bytes · masked",
+                       "00000000  00 03 06 09 0c 0f 12 15 18 1b 1e 21 24 27 2a 2d"]  # fmt: skip
+        d = await open_entry(
+            app, pilot, "proto == websocket and method == close and request != null"
+        )
+        assert drawn(d, "#request-body").splitlines() == [
+            "close message · 5 bytes · masked", "close code 1000 · bye"]  # fmt: skip
+        d = await open_entry(app, pilot, "proto == tcp")
+        assert drawn(d, "#request-body").splitlines() == [
+            "33 bytes; the first 33:",
+            "00000000  00 00 00 15 01 48 45 4c 4c 4f 20 76 32 20 63 6c",
+            "00000010  69 65 6e 74 3d 37 00 00 00 00 00 05 03 50 49 4e",
+            "00000020  47",
+        ]
+
+    run(web, body)

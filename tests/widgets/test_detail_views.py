@@ -142,3 +142,29 @@ def test_other_protocols_as_their_objects() -> None:
     out = text(message_view({"command": ["SET", "k", "v"], "args": 2}))
     assert '"SET"' in out
     assert "(not seen)" in text(message_view(None))
+
+
+def test_websocket_message_cut_or_deflated_says_so() -> None:
+    msg = {"opcode": "text", "fin": True, "masked": False, "fragments": 3, "body": "x" * 10,
+           "body_encoding": "text", "body_truncated": True, "body_size": 70000,
+           "content_encoding": "permessage-deflate"}  # fmt: skip
+    assert lines(message_view(msg)) == [
+        "text message · 70,000 bytes · 3 fragments · not masked",
+        "(message cut at 10 of 70,000 bytes; f: show full)",
+        "(decoded from permessage-deflate for display)",
+        "xxxxxxxxxx",
+    ]
+    bad = {**msg, "body_truncated": False, "body_decode_error": "failed to decode deflate: x"}
+    assert lines(message_view(bad))[1] == "failed to decode deflate: x"
+
+
+def test_tcp_half_with_bytes_lost_and_trailers_of_http() -> None:
+    out = lines(message_view({"size": 5000, "lost_bytes": 1200, "first_bytes": "AAEC",
+                              "first_bytes_encoding": "base64"}))  # fmt: skip
+    assert out == ["5,000 bytes (1,200 lost to the capture); the first 3:", "00000000  00 01 02"]
+    out = lines(message_view({
+        "version": "HTTP/1.1", "status": 200, "reason": "OK", "headers": [], "body": "ok",
+        "body_encoding": "text", "trailers": [["X-Checksum", "abc"]], "stream_id": 3,
+    }))  # fmt: skip
+    at = out.index("trailers")
+    assert out[at + 1] == "X-Checksum: abc" and '  "stream_id": 3' in out
