@@ -26,7 +26,9 @@ corrupt gives a `GoBinary` whose ``error`` says what is missing, with whatever w
 
 Register ABI (Go ≥ 1.17 on amd64): receiver in RAX, the buffer's pointer/length in RBX/RCX,
 the byte count returned in RAX at each ``RET``, the current ``g`` in R14. The older stack ABI
-passes them on the stack (receiver at 8(SP), buffer at 16(SP)/24(SP), result at 40(SP)).
+(ABI0, ``register_abi`` False) passes them on the stack: return address at 0(SP), receiver at
+8(SP), buffer pointer/length/capacity at 16/24/32(SP), results n at 40(SP) and err at 48(SP);
+at each ``RET`` SP is back at the return address, so n is at 40(SP) there too.
 """
 
 from __future__ import annotations
@@ -80,7 +82,11 @@ FIELD_KEYS: Final = tuple(f"{s}.{m}" for s, ms in FIELDS.items() for m in ms)
 # A version without an entry (1.20, 1.22, 1.24-1.26, or one newer than 1.27) takes the nearest
 # older entry of the same major version (`table_entry`): the fields the probes read are the same
 # in every entry measured, so the versions between are assumed alike, and a newer one is assumed
-# to keep them; ``offsets_from`` names the entry and the assumption. Older than 1.19: no entry.
+# to keep them; ``offsets_from`` names the entry and the assumption. Go 1.16 to 1.18 (no
+# toolchain for them here) take the oldest entry, 1.19, assumed too: net.conn.fd, netFD's pfd,
+# laddr and raddr, poll.FD.Sysfd and TCPAddr's IP and Port are not known to have moved between
+# 1.16 and 1.19, but no binary of those versions was measured. Older than 1.16: no entry.
+_OLDEST_ASSUMED: Final = (1, 16)
 OFFSET_TABLE: Final[Mapping[tuple[int, int], Mapping[str, int]]] = {
     (1, 19): {
         "runtime.g.goid": 152,
@@ -307,7 +313,8 @@ def _inspect(img: _Image, found: dict[str, Any]) -> None:
     key = table_entry(major, minor)
     if key is None:
         raise _Bad(f"struct offsets unknown: {why}, and the table has no entry for "
-                   f"go{major}.{minor} or an older Go")  # fmt: skip
+                   f"go{major}.{minor} (go{_OLDEST_ASSUMED[0]}.{_OLDEST_ASSUMED[1]} is the "
+                   "oldest assumed alike)")  # fmt: skip
     source = "table go{}.{}".format(*key)
     if key != (major, minor):
         source += f" (assumed for go{major}.{minor})"
@@ -316,9 +323,14 @@ def _inspect(img: _Image, found: dict[str, Any]) -> None:
 
 def table_entry(major: int, minor: int) -> tuple[int, int] | None:
     """The `OFFSET_TABLE` key for Go ``major.minor``: its own entry, else the nearest older one
-    of the same major version; ``None`` when there is none."""
+    of the same major version, else (Go 1.16 to the oldest entry) the oldest entry; ``None``
+    when there is none."""
     older = [k for k in OFFSET_TABLE if k[0] == major and k[1] <= minor]
-    return max(older) if older else None
+    if older:
+        return max(older)
+    if _OLDEST_ASSUMED <= (major, minor) < min(OFFSET_TABLE):
+        return min(OFFSET_TABLE)
+    return None
 
 
 # -- build info --------------------------------------------------------------------------------

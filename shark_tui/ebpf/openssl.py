@@ -76,6 +76,7 @@ class GoInfo:
     version: str | None = None
     funcs_from: str | None = None
     offsets_from: str | None = None
+    abi: str | None = None  # "register" (Go >= 1.17) or "stack" (ABI0, Go < 1.17)
     probes: int = 0
     error: str | None = None
 
@@ -213,8 +214,9 @@ class OpenSSLTracer:
             self.bpf.attach_kprobe(event="tcp_recvmsg", fn_name="kp_tcp_recvmsg")
         if self.targets is not None:
             self.set_targets(self.targets)
-        # Go writes are copied at entry by a tail-called program (see openssl_bpf.c)
-        emit = self.bpf.load_func("go_emit_write", self.bcc.BPF.KPROBE)
+        # Go writes are copied at entry by a tail-called program, stack-ABI reads at their RET
+        # by the same one (see openssl_bpf.c)
+        emit = self.bpf.load_func("go_emit", self.bcc.BPF.KPROBE)
         self.bpf["go_tail"][ctypes.c_int(0)] = ctypes.c_int(emit.fd)
         self.bpf["events"].open_ring_buffer(self._on_event)
         self.probe_system()
@@ -291,13 +293,9 @@ class OpenSSLTracer:
         if b.version is None and not b.funcs:
             self.go_bins[key] = None  # not Go
             return None
+        abi = {True: "register", False: "stack", None: None}[b.register_abi]
         info = self.go_bins[key] = GoInfo(exe_path(pid), b.version, b.funcs_from,
-                                          b.offsets_from, error=b.error)  # fmt: skip
-        if b.register_abi is False:  # before any other reason: the one that matters
-            # (no toolchain older than 1.17 can be had here to test probes for it: README)
-            info.error = (f"{b.version} passes arguments on the stack (Go < 1.17): not probed, "
-                          "only the register ABI is")  # fmt: skip
-            return info
+                                          b.offsets_from, abi, error=b.error)  # fmt: skip
         if info.error is not None:
             return info
         want = _go_offsets(GO_COMPILED)
@@ -305,14 +303,18 @@ class OpenSSLTracer:
         if have != want:
             info.error = f"{b.version}: struct offsets {have} differ from the compiled {want}"
             return info
+        # the stack ABI (Go < 1.17) reads arguments and result from the stack and keys calls
+        # by thread (openssl_bpf.c says what that loses); tested only with a synthetic ABI0
+        # program (tests/ebpf/abi0prog.py): no Go older than 1.17 can be built here (README)
+        suffix = "" if b.register_abi else "_stack"
         try:
             for name, fn in (("crypto/tls.(*Conn).Write", "go_enter_write"),
                              ("crypto/tls.(*Conn).Read", "go_enter_read")):  # fmt: skip
                 f = b.funcs[name]
                 at = _after_stack_check(exe, f.start, f.start_offset)
-                self.bpf.attach_uprobe(name=exe, addr=at, fn_name=fn)
+                self.bpf.attach_uprobe(name=exe, addr=at, fn_name=fn + suffix)
                 for ret in f.rets:
-                    self.bpf.attach_uprobe(name=exe, addr=ret, fn_name="go_return")
+                    self.bpf.attach_uprobe(name=exe, addr=ret, fn_name="go_return" + suffix)
                 info.probes += 1 + len(f.rets)
         except Exception as exc:
             info.error = f"probe failure: {exc}"
@@ -359,9 +361,10 @@ class OpenSSLTracer:
         table = self.bpf["lost"] if self.bpf is not None else None
         if table is None:
             return {}
-        vals = [table[ctypes.c_int(i)].value for i in range(4)]
+        vals = [table[ctypes.c_int(i)].value for i in range(6)]
         return {"ring_full_chunks": vals[0], "bytes_past_max_call": vals[1],
                 "unreadable_bytes": vals[2], "go_writes_at_return": vals[3],
+                "go_stack_returns_unmatched": vals[4], "go_stack_returns_dropped": vals[5],
                 # of the chunks the kernel could not read: read from /proc/PID/mem instead, or lost
                 "unreadable_recovered": self.stats["unreadable_recovered"],
                 "unreadable_lost": self.stats["unreadable_lost"]}  # fmt: skip

@@ -70,8 +70,10 @@ BPF_TABLE("lru_hash", u64, u8, known_sk, 65536);
 BPF_TABLE("lru_hash", struct io_key_t, struct io_val_t, sockio, 16384);
 BPF_HASH(targets, u32, u8, 16384);
 BPF_PERCPU_ARRAY(scratch, struct event_t, 1);
-BPF_ARRAY(lost, u64, 4);  // 0: chunks the ring had no room for, 1: bytes past MAX_CHUNKS, 2: unreadable,
-                          // 3: Go writes copied at their RET (the entry's tail call failed)
+BPF_ARRAY(lost, u64, 6);  // 0: chunks the ring had no room for, 1: bytes past MAX_CHUNKS, 2: unreadable,
+                          // 3: Go writes copied at their RET (the entry's tail call failed),
+                          // 4: stack-ABI Go RETs that met another call's entry on their thread,
+                          // 5: stack-ABI Go calls dropped at their RET (the tail call failed)
 BPF_RINGBUF_OUTPUT(events, 4096);  // pages: 16 MiB
 
 static __always_inline int wanted(u32 pid) {
@@ -299,7 +301,7 @@ static __always_inline s32 go_conn(u64 conn, struct tuple_t *t) {
 // A Go write's plaintext is copied at entry, where the buffer certainly holds what the call
 // hands over (and no RET has to find the call again). The copy loop does not fit in the entry
 // program beside the fd lookup (the verifier's limit), so the entry program leaves the call in
-// `go_pending` and tail-calls `go_emit_write`; should the tail call fail, the write is emitted
+// `go_pending` and tail-calls `go_emit`; should the tail call fail, the write is emitted
 // at its RET as before (counted).
 BPF_PERCPU_ARRAY(go_pending, struct go_call_t, 1);
 BPF_PROG_ARRAY(go_tail, 1);
@@ -328,14 +330,55 @@ static __always_inline void go_entry(struct pt_regs *ctx, u32 dir) {
 int go_enter_write(struct pt_regs *ctx) { go_entry(ctx, 0); return 0; }
 int go_enter_read(struct pt_regs *ctx) { go_entry(ctx, 1); return 0; }
 
-int go_emit_write(struct pt_regs *ctx) {
+// Stack ABI (ABI0, Go < 1.17): at entry the return address is at 0(SP), the receiver at 8(SP),
+// the buffer's pointer and length at 16(SP) and 24(SP); at a RET SP is back at the return
+// address and n is at 40(SP). No register holds g before Go 1.17, so a call is keyed by process
+// and thread (bit 63 set: never a g pointer, which is a user-space address). A goroutine can
+// leave its thread inside these calls: a Read waiting for data parks in the netpoller (holding
+// the Conn's input lock) and resumes on whichever thread runs it next, as can a Write waiting
+// for socket space. Its RET then finds nothing under its new thread (the call is lost), or
+// another call's entry: a RET takes an entry only when the receiver still on its stack is the
+// entry's and, for a read, the buffer too, so a read copies the returning call's bytes from its
+// own buffer (a write is copied at entry; only its fallback at RET, when the tail call failed,
+// compares the receiver alone). Parameter slots belong to the caller's frame; Read does not
+// assign its receiver or buffer, so they are still there at its RET.
+#define GO_STACK_KEY (1ULL << 63)
+
+static __always_inline void go_entry_stack(struct pt_regs *ctx, u32 dir) {
+    u64 id = bpf_get_current_pid_tgid();
+    if (!wanted(id >> 32))
+        return;
+    u64 sp = ctx->sp;
+    struct go_call_t c = {};
+    bpf_probe_read_user(&c.conn, 8, (void *)(sp + 8));
+    bpf_probe_read_user(&c.buf, 8, (void *)(sp + 16));
+    bpf_probe_read_user(&c.len, 8, (void *)(sp + 24));
+    c.dir = dir;
+    c.ts = bpf_ktime_get_ns();
+    c.fd = go_conn(c.conn, &c.t);
+    struct go_key_t k = {.g = GO_STACK_KEY | (u32)id, .pid = id >> 32};
+    if (dir == 0 && c.len > 0) {
+        u32 zero = 0;
+        go_pending.update(&zero, &c);
+        go_calls.delete(&k);
+        go_tail.call(ctx, 0);
+    }
+    go_calls.update(&k, &c);
+}
+
+int go_enter_write_stack(struct pt_regs *ctx) { go_entry_stack(ctx, 0); return 0; }
+int go_enter_read_stack(struct pt_regs *ctx) { go_entry_stack(ctx, 1); return 0; }
+
+// Also the stack ABI's reads, at their RET (``len`` then holds n, ``ts`` 0: now): that program
+// with the copy loop inline is past the verifier's limit too.
+int go_emit(struct pt_regs *ctx) {
     u32 zero = 0;
     struct go_call_t *cp = go_pending.lookup(&zero);
     if (!cp)
         return 0;
     struct go_call_t call = *cp;
-    emit_call(bpf_get_current_pid_tgid(), call.conn, call.fd, 0, 0, call.buf, call.len, 1,
-              call.t.family ? &call.t : 0, call.ts);
+    emit_call(bpf_get_current_pid_tgid(), call.conn, call.fd, call.dir, 0, call.buf, call.len,
+              1, call.t.family ? &call.t : 0, call.ts);
     return 0;
 }
 
@@ -353,6 +396,39 @@ int go_return(struct pt_regs *ctx) {
         count(3, 1);
     emit_call(bpf_get_current_pid_tgid(), call.conn, call.fd, call.dir, 0, call.buf, n, 1,
               call.t.family ? &call.t : 0, call.dir == 0 ? call.ts : 0);
+    return 0;
+}
+
+int go_return_stack(struct pt_regs *ctx) {
+    u64 id = bpf_get_current_pid_tgid();
+    struct go_key_t k = {.g = GO_STACK_KEY | (u32)id, .pid = id >> 32};
+    struct go_call_t *cp = go_calls.lookup(&k);
+    if (!cp)
+        return 0;
+    struct go_call_t call = *cp;
+    u64 sp = ctx->sp, conn = 0, buf = 0;
+    s64 n = 0;
+    bpf_probe_read_user(&conn, 8, (void *)(sp + 8));
+    bpf_probe_read_user(&buf, 8, (void *)(sp + 16));
+    // a write may reslice b before returning (the 1/n-1 record split of TLS 1.0): its
+    // receiver alone is compared
+    if (conn != call.conn || (call.dir == 1 && buf != call.buf)) {
+        count(4, 1);  // not this call's entry: it is left for its own RET
+        return 0;
+    }
+    go_calls.delete(&k);
+    bpf_probe_read_user(&n, 8, (void *)(sp + 40));
+    if (n <= 0)
+        return 0;
+    if (call.dir == 0)
+        count(3, 1);
+    else
+        call.ts = 0;
+    call.len = n;
+    u32 zero = 0;
+    go_pending.update(&zero, &call);
+    go_tail.call(ctx, 0);  // go_emit; does not return when it works
+    count(5, 1);
     return 0;
 }
 

@@ -8,8 +8,8 @@ connections and no plaintext gets one of these reasons —
 - ``probe failure``: attaching to its libssl failed (the error is quoted);
 - ``BIO-based I/O``: probes are on its libssl, its TLS connections carry bytes, but none of it
   went through ``SSL_read``/``SSL_write`` (e.g. ``openssl s_server -www`` drives an SSL BIO);
-- ``Go crypto/tls``: a Go program the Go probes were not set on, with why (the stack ABI of
-  Go < 1.17, struct offsets unknown, no crypto/tls functions found, …);
+- ``Go crypto/tls``: a Go program the Go probes were not set on, with why (struct offsets
+  unknown, no crypto/tls functions found, …);
 - ``statically linked library``: no libssl mapped, but the executable holds ``SSL_write``;
 - ``no symbols``: TLS on the wire, and nothing known in the executable to probe.
 """
@@ -69,7 +69,8 @@ def report(cap: Any, wire_tls: Callable[[Tuple4], bool]) -> dict[str, Any]:
                        "exited": info.exited,
                        "go": None if info.go is None else {
                            "version": info.go.version, "functions_from": info.go.funcs_from,
-                           "offsets_from": info.go.offsets_from, "probes": info.go.probes,
+                           "offsets_from": info.go.offsets_from, "abi": info.go.abi,
+                           "probes": info.go.probes,
                            "error": info.go.error},
                        "chunks": info.chunks, "bytes": info.bytes, "tls_connections": [],
                        "unseen_connections": []}  # fmt: skip
@@ -96,7 +97,9 @@ def report(cap: Any, wire_tls: Callable[[Tuple4], bool]) -> dict[str, Any]:
     processes = []
     for pid in sorted(by_pid):
         row = by_pid[pid]
-        if not row["libs"] and not row["tls_connections"]:
+        # (a process whose plaintext was captured is listed even when its wire is not TLS:
+        # the synthetic stack-ABI client of tests/ebpf, say)
+        if not row["libs"] and not row["tls_connections"] and not row["chunks"]:
             continue
         row["visible"], row["reason"] = _verdict(tracer, row)
         processes.append(row)
@@ -118,8 +121,9 @@ def _verdict(tracer: Any, row: dict[str, Any]) -> tuple[bool | None, str]:
     go = row.get("go")
     if row["chunks"]:
         if go is not None:
+            abi = "stack ABI, " if go.get("abi") == "stack" else ""
             return True, (
-                f"visible: Go {go['version']} crypto/tls uprobes (functions from "
+                f"visible: Go {go['version']} crypto/tls uprobes ({abi}functions from "
                 f"{go['functions_from']}, offsets from {go['offsets_from']})"
             )
         if row["unseen_connections"]:

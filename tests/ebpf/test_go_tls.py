@@ -16,7 +16,6 @@ import re
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -218,45 +217,6 @@ def test_go_client_to_python_server_gives_each_exchange_once(
     assert server["chunks"] >= 8 and server.get("go") is None and server["visible"], server
     assert client["chunks"] >= 8 and client["go"]["version"] == goprogs.go_version(), client
     assert client["visible"] and client["go"]["error"] is None, client
-
-
-def test_a_go_binary_older_than_1_17_is_named_not_probed(
-    gobins: dict[str, dict[str, str]], tls_daemon: tuple[Daemon, str, str]
-) -> None:
-    """Go < 1.17 passes arguments on the stack, which the probes do not read; no such
-    toolchain can be had here (README), so Debian's stripped server stands in with its build
-    info byte-patched to say go1.16: tls-status lists it, not visible, with that reason (and not
-    the missing offset-table entry a stripped go1.16 also has), in JSON and as text."""
-    _d, sock, token = tls_daemon
-    version = "go1.16" + goprogs.go_version()[len("go1.19") :]  # go1.16.8: the same length
-    reason = (f"Go crypto/tls: {version} passes arguments on the stack (Go < 1.17): not probed, "
-              "only the register ABI is")  # fmt: skip
-    with tempfile.TemporaryDirectory() as tmp:
-        old = goprogs.with_go_version(gobins["stripped"]["server"], f"{tmp}/server-go116",
-                                      version)  # fmt: skip
-        cert, _ = tlspeers.make_cert(Path(tmp))
-        server, port = go_server(old, cert)
-        try:
-            reply = tlspeers.curl(f"https://127.0.0.1:{port}/old", "--http1.1")
-            deadline = time.monotonic() + 20
-            while True:  # its TLS connection is listed once the wire capture has seen it
-                procs = {p["pid"]: p for p in tls_status(sock, token)["processes"]}
-                row = procs.get(server.pid)
-                if (row and row["reason"] == reason) or time.monotonic() > deadline:
-                    break
-                time.sleep(0.5)
-            text = tls_status(sock, token, text=True)
-        finally:
-            server.terminate()
-            server.wait(10)
-    assert reply["status"] == 201
-    assert row is not None, procs
-    assert (row["visible"], row["reason"], row["chunks"]) == (False, reason, 0), row
-    assert row["go"]["version"] == version and row["go"]["probes"] == 0, row
-    assert any(f"127.0.0.1:{port}" in c for c in row["tls_connections"]), row
-    head = f"{server.pid:>7}  {row['comm'][:16]:<16} {'no':<8} "
-    line = re.compile(rf"{re.escape(head)} *\d+  {re.escape(reason)}")
-    assert any(line.fullmatch(t) for t in text), (line.pattern, text)
 
 
 def tls_status(sock: str, token: str, text: bool = False) -> Any:

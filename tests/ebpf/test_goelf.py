@@ -292,8 +292,8 @@ def with_version(builds: Builds, name: str, src: str, version: str) -> str:
 def test_table_entry_is_the_nearest_older_one() -> None:
     assert set(OFFSET_TABLE) == {(1, 19), (1, 21), (1, 23), (1, 27)}  # (the cases below)
     cases = {(1, 19): (1, 19), (1, 20): (1, 19), (1, 22): (1, 21), (1, 24): (1, 23),
-             (1, 26): (1, 23), (1, 27): (1, 27), (1, 30): (1, 27), (1, 18): None,
-             (1, 16): None, (2, 0): None}  # fmt: skip
+             (1, 26): (1, 23), (1, 27): (1, 27), (1, 30): (1, 27), (1, 18): (1, 19),
+             (1, 16): (1, 19), (1, 15): None, (2, 0): None}  # fmt: skip
     for version, key in cases.items():
         assert goelf.table_entry(*version) == key, version
 
@@ -318,11 +318,19 @@ def test_a_version_without_an_entry_takes_the_older_one(
     # with DWARF nothing is assumed
     info = inspect(with_version(builds, "next-plain", "plain", nxt))
     assert (info.version, info.offsets_from) == (nxt, "dwarf")
-    old = f"go1.18{patch}"
-    info = inspect(with_version(builds, "go1.18-stripped", "stripped", old))
+    # older than the oldest entry: Go 1.16 to 1.18 assume it, older ones have no entry
+    first = min(OFFSET_TABLE)
+    for minor in (18, 16):
+        old = f"go1.{minor}{patch}"
+        info = inspect(with_version(builds, f"go1.{minor}-stripped", "stripped", old))
+        assert info.ok, info.error
+        assert (info.version, info.register_abi) == (old, minor >= 17)
+        assert info.offsets_from == "table go{}.{} (assumed for go1.{})".format(*first, minor)
+    old = f"go1.15{patch}"
+    info = inspect(with_version(builds, "go1.15-stripped", "stripped", old))
     assert info.version == old and info.funcs == infos["stripped"].funcs
     assert info.error == ("struct offsets unknown: no DWARF (stripped), and the table has no "
-                          "entry for go1.18 or an older Go")  # fmt: skip
+                          "entry for go1.15 (go1.16 is the oldest assumed alike)")  # fmt: skip
 
 
 def test_function_table_agrees_with_symtab_everywhere(builds: Builds) -> None:
