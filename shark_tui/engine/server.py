@@ -246,20 +246,22 @@ class Server:
         self._write(c, wire.encode(msg))
 
     def _write(self, c: _Client, frame: bytes, posted: int = 0) -> None:
-        if posted:
-            with self._queued_lock:
-                c.queued -= posted
-        if c.closed:
-            return
-        transport = c.writer.transport
-        if transport.is_closing():
-            c.closed = True
-            return
-        if transport.get_write_buffer_size() > CLIENT_BUFFER:
-            self._cut(c)
-            return
-        c.writer.write(frame)
-        self.counters["frames_sent"] += 1
+        try:
+            if c.closed:
+                return
+            transport = c.writer.transport
+            if transport.is_closing():
+                c.closed = True
+                return
+            if transport.get_write_buffer_size() > CLIENT_BUFFER:
+                self._cut(c)
+                return
+            c.writer.write(frame)
+            self.counters["frames_sent"] += 1
+        finally:
+            if posted:  # only now: until it is in the transport's buffer it counts as queued,
+                with self._queued_lock:  # or `_wait_drain` could see it in neither
+                    c.queued -= posted
 
     def post(self, c: _Client, msg: wire.Message) -> None:
         """`_send` from any thread (encoded here; counted in ``c.queued`` until written, so
