@@ -341,7 +341,12 @@ class SharkApp(App[None]):
                     return [], 0
                 return await link.get_stream(row_id)
 
-            return DetailScreen(entry, raw)
+            async def full(max_body: int) -> dict[str, Any]:
+                if link is None:
+                    raise ClientError(f"{msg.row.node}: not connected")
+                return await link.get_entry(row_id, max_body=max_body)
+
+            return DetailScreen(entry, raw, full)
 
         self.run_worker(
             self._open(msg.row, detail), group="entry", exclusive=True, exit_on_error=False

@@ -228,28 +228,11 @@ class DetailScreen(ModalScreen[None]):
 
     # -- show full (f) ---------------------------------------------------------------------------
 
-    def _full_loader(self) -> FullLoader | None:
-        """How to ask for this entry again with another body cap: the loader handed over, else
-        the app's link to the daemon the entry came from (its ``node``)."""
-        if self.full is not None:
-            return self.full
-        node, entry_id = self.entry.get("node"), self.entry.get("id")
-        link = next((link for link in getattr(self.app, "links", ())
-                     if getattr(link, "node", None) == node), None)  # fmt: skip
-        if link is None or not isinstance(entry_id, str):
-            return None
-
-        async def load(max_body: int) -> dict[str, Any]:
-            got: dict[str, Any] = await link.get_entry(entry_id, max_body=max_body)
-            return got
-
-        return load
-
     def action_show_full(self) -> None:
         if not was_cut(self.entry):
             self._status("nothing in this entry was cut")
             return
-        loader = self._full_loader()
+        loader = self.full
         if loader is None:
             self._status("cannot ask for this entry again: its daemon is not known")
             return

@@ -179,15 +179,14 @@ class DaemonLink:
         return await client.get_tls_status()
 
     async def get_entry(self, entry_id: str, max_body: int = 0) -> dict[str, Any]:
-        """The full entry (bodies up to ``max_body`` bytes; 0: the daemon's cap), with the
-        daemon's node under ``node`` and what it knows of the connection under ``connection``
-        (`wire.EntryDetail`; absent from a daemon that does not say)."""
+        """The full entry (bodies up to ``max_body`` bytes; 0: the daemon's cap), with what the
+        daemon knows of its connection under ``connection`` (`wire.EntryDetail`; absent from a
+        daemon that does not say)."""
         if self.client is None:
             raise ClientError(f"{self.node}: not connected")
         self.sent.append(wire.GetEntry(id=entry_id, max_body=max_body))
         detail = await self.client.entry_detail(entry_id, max_body)
         entry = detail.entry
-        entry["node"] = self.node
         if detail.connection:
             entry["connection"] = detail.connection
         return entry
