@@ -9,11 +9,8 @@ without them."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import signal
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -62,23 +59,9 @@ def newer_gobins() -> Iterator[Callable[[str], dict[str, str]]]:
 
 @pytest.fixture(scope="module")
 def tls_daemon() -> Iterator[tuple[Daemon, str, str]]:
-    if os.geteuid() != 0:
-        pytest.fail("eBPF tests need root (CI runs as root)")
-    with tempfile.TemporaryDirectory(prefix="shark-go-tls-d-") as tmp:
-        sock, token = f"unix:{tmp}/sock", f"{tmp}/token"
-        d = Daemon(f"{tmp}/store", "--tls", "--iface", "lo", "--listen", sock,
-                   "--token-file", token)  # fmt: skip
-        try:
-            d.wait_for("capturing on", timeout=60)
-            yield d, sock, token
-        finally:
-            # every binary probed here (Debian's three pairs and the newer toolchains') leaves
-            # uprobes to detach on exit: give that longer than Daemon.stop's 15 s
-            if d.proc.poll() is None:
-                d.proc.send_signal(signal.SIGTERM)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    d.proc.wait(120)
-            d.stop()
+    # every binary probed here leaves uprobes to detach on exit: give that time
+    with tlspeers.tls_daemon("shark-go-tls-d-", exit_wait=120) as found:
+        yield found
 
 
 def go_server(path: str, cert: Path) -> tuple[subprocess.Popen[str], int]:

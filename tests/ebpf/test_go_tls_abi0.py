@@ -27,11 +27,7 @@ Root and BCC needed: fails, never skips, without them."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import signal
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -39,7 +35,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.daemonpeers import Daemon
-from tests.ebpf import abi0prog
+from tests.ebpf import abi0prog, tlspeers
 from tests.ebpf.test_go_tls import tls_status
 from tests.ebpf.test_openssl import header, wait_entries
 
@@ -49,21 +45,9 @@ PROBE_WAIT_S = 4.0
 
 @pytest.fixture(scope="module")
 def tls_daemon() -> Iterator[tuple[Daemon, str, str]]:
-    if os.geteuid() != 0:
-        pytest.fail("eBPF tests need root (CI runs as root)")
-    with tempfile.TemporaryDirectory(prefix="shark-abi0-d-") as tmp:
-        sock, token = f"unix:{tmp}/sock", f"{tmp}/token"
-        d = Daemon(f"{tmp}/store", "--tls", "--iface", "lo", "--listen", sock,
-                   "--token-file", token)  # fmt: skip
-        try:
-            d.wait_for("capturing on", timeout=60)
-            yield d, sock, token
-        finally:
-            if d.proc.poll() is None:
-                d.proc.send_signal(signal.SIGTERM)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    d.proc.wait(60)
-            d.stop()
+    # every binary probed here leaves uprobes to detach on exit: give that time
+    with tlspeers.tls_daemon("shark-abi0-d-", exit_wait=60) as found:
+        yield found
 
 
 def test_stack_abi_client_calls_are_seen_with_tls_true(

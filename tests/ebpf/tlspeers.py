@@ -197,10 +197,15 @@ def openssl_s_server(cert: Path) -> Iterator[tuple[int, int]]:
 
 
 @contextlib.contextmanager
-def tls_daemon(prefix: str = "shark-tls-") -> Iterator[tuple[Any, str, str]]:
+def tls_daemon(
+    prefix: str = "shark-tls-", exit_wait: float | None = None
+) -> Iterator[tuple[Any, str, str]]:
     """``shark-tui daemon --tls --iface lo`` on a private socket: (Daemon, address, token file).
-    Fails (never skips) without root: CI runs as root with eBPF."""
+    Fails (never skips) without root: CI runs as root with eBPF. ``exit_wait``: seconds its exit
+    may take (probed Go binaries leave a uprobe per RET to detach: longer than `Daemon.stop`
+    waits)."""
     import os
+    import signal
 
     import pytest
 
@@ -217,6 +222,10 @@ def tls_daemon(prefix: str = "shark-tls-") -> Iterator[tuple[Any, str, str]]:
             assert any("TLS plaintext: OpenSSL uprobes" in line for line in d.lines), d.lines
             yield d, sock, token
         finally:
+            if exit_wait is not None and d.proc.poll() is None:
+                d.proc.send_signal(signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    d.proc.wait(exit_wait)
             d.stop()
 
 
