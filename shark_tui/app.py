@@ -80,7 +80,7 @@ class SharkApp(App[None]):
         Binding("slash", "filter", "filter", tooltip="Type a filter (the daemon runs it)",
                 id="app.filter"),
         Binding("colon", "command", "command", show=False,
-                tooltip="Command line: :ns NAME, :pod REGEX, :save PATH, :tls, :q",
+                tooltip="Command line: :ns NAME, :pod REGEX, :target REGEX, :save PATH, :tls, :q",
                 id="app.command"),
         Binding("escape", "escape", "close / clear filter", show=False,
                 tooltip="Close the filter or command line; on the bare list clear the filter",
