@@ -296,7 +296,7 @@ def _merge(
             bufs[2 * i], bufs[2 * i + 1], poss[i] = memoryview(a)[pos:], chunk, 0
         else:  # _MERGE_LAST: stream i's end (or failed) record is the smallest
             live[i] = False
-            head = bytes(_take(bufs[2 * i], bufs[2 * i + 1], poss[i], _RECORD.size))
+            head = _take(bufs[2 * i], bufs[2 * i + 1], poss[i], _RECORD.size)
             _ts, flow, _n, length = _RECORD.unpack(head)
             payload = _take(bufs[2 * i], bufs[2 * i + 1], poss[i] + _RECORD.size, max(0, length))
             if flow == _END:
