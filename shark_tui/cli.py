@@ -579,14 +579,21 @@ def cmd_dissect(args: argparse.Namespace) -> int:
         def flow_filter(ip0: str, p0: int, ip1: str, p1: int) -> bool:
             return pushdown.flow_may_match(None, ip0, p0, ip1, p1)
 
+    def json_line(ts: float, flow: int, n: int, line: bytes, buf: bytearray) -> None:
+        buf += line
+        buf += b"\n"
+
     def make() -> Dissection:
-        return Dissection(
+        d = Dissection(
             lambda entry: None,
             entry_filter=flt if args.filter.strip() else None,
             flow_filter=flow_filter,
             decode_ports=dict(args.decode),
             body_cap=args.max_body,
         )
+        if args.json:  # `render` is msgspec's JSON: HTTP/1 may come as ready lines
+            d.render_line = json_line
+        return d
 
     if args.file != "-":
         try:

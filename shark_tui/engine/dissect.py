@@ -14,7 +14,10 @@ import heapq
 import os
 import tempfile
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import IO, Any
+
+import msgspec
 
 from shark_tui.engine.capfile import CaptureFile, Item
 from shark_tui.engine.packet import PacketDecoder, format_ip
@@ -23,6 +26,7 @@ from shark_tui.engine.tcp import TLS_ZONE, Flow, FlowTable
 from shark_tui.proto.amqp import AmqpDissector
 from shark_tui.proto.base import (
     CLIENT,
+    PENDING_TIMEOUT,
     SERVER,
     Desynced,
     Dissector,
@@ -31,20 +35,32 @@ from shark_tui.proto.base import (
     ExchangeCompleted,
     Truncated,
 )
+from shark_tui.proto.bodies import render_body
 from shark_tui.proto.http import HttpDissector
 from shark_tui.proto.http2.dissector import Http2Dissector
 from shark_tui.proto.kafka import KafkaDissector
 from shark_tui.proto.redis import RedisDissector
 from shark_tui.proto.tcp import TcpDissector
+from shark_tui.proto.urls import query_pairs
 
 try:  # the C filter of undissected connections' segments (shark_tui/engine/_native.c)
     from shark_tui.engine._native import IgnoreSet as _IgnoreSet
 except ImportError:  # pragma: no cover - an install without a compiler
     _IgnoreSet = None  # type: ignore[assignment, misc]
 
+try:  # HTTP/1 connections written straight as entry JSON (shark_tui/engine/_http1entries.c)
+    from shark_tui.engine._http1entries import Http1Entries as _Http1Entries
+    from shark_tui.engine._http1entries import configure as _configure_http1
+except ImportError:  # pragma: no cover - an install without a compiler
+    _Http1Entries = None  # type: ignore[assignment, misc]
+else:
+    _configure_http1(render_body, query_pairs, ExchangeCompleted, PENDING_TIMEOUT)
+
 Entry = dict[str, Any]
 #: Receives each entry in order: the entry itself, or its rendered bytes when ``render`` is set.
 EntrySink = Callable[[Any], None]
+#: Renders an entry the C HTTP/1 path wrote as a JSON line: (ts, flow, n, line, into).
+LineRenderer = Callable[[float, int, int, bytes, bytearray], None]
 
 #: Capture seconds between sweeps (expiring exchanges, forgetting closed connections).
 SWEEP_INTERVAL = 5.0
@@ -164,6 +180,11 @@ class Dissection:
         #: When set, entries are rendered (to bytes) as soon as they are final, and ``out``
         #: receives the rendered bytes: held entries then cost exactly their output size.
         self.render: Callable[[Entry, bytearray], None] | None = None
+        #: Set (with ``render`` writing msgspec's JSON lines of the entries, and neither an entry
+        #: filter nor pod names in use): the HTTP/1 connections whose start was captured are
+        #: written by the C path (`_http1entries`), which hands each entry over as the very JSON
+        #: line ``render`` would have made; this renders it.
+        self.render_line: LineRenderer | None = None
         self._filter = entry_filter
         self._flow_filter = flow_filter
         self._builder = EntryBuilder(names)
@@ -184,6 +205,7 @@ class Dissection:
             decode_ports=decode_ports,
             select=self._select,
             owns=self._owns,
+            fast_http1=self._fast_http1,
         )
         self.stats: dict[str, int] = dict.fromkeys(
             (
@@ -217,9 +239,53 @@ class Dissection:
         a0, p0, a1, p1 = flow.addr
         return self._flow_filter(format_ip(a0), p0, format_ip(a1), p1)
 
+    def _fast_http1(self, flow: Flow) -> Dissector | None:
+        """The C path's dissector for an HTTP/1 connection, when this run can take its lines."""
+        if (
+            _Http1Entries is None
+            or self.render_line is None
+            or self._filter is not None
+            or self._builder.names is not None
+        ):
+            return None
+        builder, encode = self._builder, msgspec.json.encode
+        cip, cport = flow.endpoint(CLIENT)
+        sip, sport = flow.endpoint(SERVER)
+        mid = b"".join(
+            (
+                b'","proto":"http","src":',
+                encode(builder._endpoint(cip, cport, flow.first_ts)),
+                b',"dst":',
+                encode(builder._endpoint(sip, sport, flow.first_ts)),
+                b',"ts":',
+            )
+        )
+        return _Http1Entries(
+            partial(HttpDissector, midstream=False, body_cap=self._body_cap),
+            b'{"id":"%d:' % flow.num,
+            mid,
+            flow.tls,
+            self._body_cap,
+        )
+
+    def _hold(self, ts: float, flow: Flow, item: Any) -> None:
+        heapq.heappush(self._held, (ts, flow.num, flow.n, item))
+        self._held_bytes += self._weight(item)
+        if self._held_bytes > self._recheck_bytes:
+            # Big entries: look at the watermark now rather than every N entries.
+            self._release(self.table.oldest_pending())
+            self._recheck_bytes = self._held_bytes + MAX_HOLD_BYTES // 8
+
     def _on_events(self, flow: Flow, events: list[Event]) -> None:
         for ev in events:
-            if isinstance(ev, ExchangeCompleted):
+            if type(ev) is tuple:  # (ts, JSON line): an entry the C HTTP/1 path wrote
+                assert self.render_line is not None
+                flow.n += 1
+                ts, line = ev
+                ready = bytearray()
+                self.render_line(ts, flow.num, flow.n, line, ready)
+                self._hold(ts, flow, ready)
+            elif isinstance(ev, ExchangeCompleted):
                 ex = ev.exchange
                 if ex.extra.get("guess") == "tls" and self.table.twin(flow, TLS_ZONE):
                     # its plaintext is in the file too: the connection shows as those entries
@@ -233,12 +299,7 @@ class Dissection:
                 if self.render is not None:
                     item = bytearray()
                     self.render(entry, item)
-                heapq.heappush(self._held, (entry["ts"], flow.num, flow.n, item))
-                self._held_bytes += self._weight(item)
-                if self._held_bytes > self._recheck_bytes:
-                    # Big entries: look at the watermark now rather than every N entries.
-                    self._release(self.table.oldest_pending())
-                    self._recheck_bytes = self._held_bytes + MAX_HOLD_BYTES // 8
+                self._hold(entry["ts"], flow, item)
             elif isinstance(ev, Desynced):
                 self.stats["desyncs"] += 1
             elif isinstance(ev, Truncated):

@@ -186,6 +186,16 @@ def _worker(
         d.out = emit
         d.render = record
         d.partition = (index, jobs)
+        render_line = d.render_line
+        if render_line is not None:
+
+            def record_line(ts: float, flow: int, n: int, line: bytes, out: bytearray) -> None:
+                """An entry the C path wrote, behind the same header."""
+                out.extend(blank)
+                render_line(ts, flow, n, line, out)
+                pack_into(out, 0, ts, flow, n, len(out) - size)
+
+            d.render_line = record_line
         with open(path, "rb") as f:
             capture = CaptureFile(f, _WORKER_CHUNK)
             d.run_file(capture)

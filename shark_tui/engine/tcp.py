@@ -150,8 +150,12 @@ class FlowTable:
         select: FlowFilter | None = None,
         owns: FlowFilter | None = None,
         ignored: IgnoreSet | None = None,
+        fast_http1: Callable[[Flow], Dissector | None] | None = None,
     ) -> None:
         self._make = make_dissector
+        #: Asked first for an HTTP/1 connection whose start was seen: a dissector of the C path
+        #: (`dissect.Dissection._fast_http1`), or None.
+        self._fast_http1 = fast_http1
         self._sink = sink
         self._decode_ports = decode_ports or {}
         self._select = select
@@ -467,7 +471,12 @@ class FlowTable:
             self._ignore(flow)
             flow.undecided, flow.undecided_bytes = [], 0
             return
-        d = flow.dissector = self._make(proto, not flow.syn_seen, flow.first_ts)
+        d = None
+        if proto == "http" and flow.syn_seen and self._fast_http1 is not None:
+            d = self._fast_http1(flow)
+        if d is None:
+            d = self._make(proto, not flow.syn_seen, flow.first_ts)
+        flow.dissector = d
         held, flow.undecided, flow.undecided_bytes = flow.undecided, [], 0
         for op, s, arg, ts in held:
             self._apply(flow, d, op, s, arg, ts)

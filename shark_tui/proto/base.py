@@ -79,7 +79,10 @@ class Truncated:
     dropped: int = 0
 
 
-Event = ExchangeCompleted | Desynced | Truncated
+#: An entry a fast path of the engine wrote itself: (ts, its JSON line) (engine/_http1entries.c).
+Rendered = tuple[float, bytes]
+
+Event = ExchangeCompleted | Desynced | Truncated | Rendered
 
 
 class Dissector(Protocol):
