@@ -400,8 +400,9 @@ record(PyObject *out, long long ts, long gid, const unsigned char *data, Py_ssiz
 {
     seg_t g;
     if (linktype >= 0 && decode(linktype, data, n, &g)) {
-        if (ign != NULL && ign_take(ign, ts, gid, &g, may_skip))
-            return 0;
+        int taken = ign != NULL ? ign_take(ign, ts, gid, &g, may_skip) : 0;
+        if (taken)
+            return taken < 0 ? -1 : 0;
         return append_steal(out, seg_tuple(&g, 1, ts, gid));
     }
     if (ign != NULL)
@@ -432,10 +433,21 @@ record(PyObject *out, long long ts, long gid, const unsigned char *data, Py_ssiz
  * record nothing more is taken out until the next `arm`: whether and when the caller handles
  * it is not known here. */
 
+/* A connection whose in-order segments go straight to its dissector (see add_fast below). */
+typedef struct {
+    PyObject *flow, *halves[2], *dissector;
+    unsigned char side0[16]; /* the address and port of the flow's side 0 */
+    int side0_port, client;
+    uint32_t next[2], acked[2];
+    int has_acked[2], has_first_ts[2];
+    long long packets[2], bytes[2];
+} fast_flow;
+
 typedef struct {
     unsigned char key[38]; /* zone, address length, lower end (addr, port), higher end */
     uint8_t state;         /* 0 empty, 1 used, 2 deleted */
     long long last_ts;     /* of the last record taken out */
+    fast_flow *fast;       /* NULL: a connection nobody dissects here */
 } ign_slot;
 
 struct IgnoreSet {
@@ -449,6 +461,10 @@ struct IgnoreSet {
     double next_sweep, interval;
     int *zones;                /* zone of each interface (global id) */
     Py_ssize_t nzones;
+    /* the connections of add_fast: */
+    PyObject *sink;            /* sink(flow, events) for what their dissectors return */
+    long long taken;           /* their records handled here */
+    int fast_stop;             /* a sweep fell in this batch: no more until the next arm */
 };
 
 /* The key of a connection: the same from either end. */
@@ -522,8 +538,22 @@ ign_grow(IgnoreSet *self)
 }
 
 static void
+fast_free(fast_flow *f)
+{
+    if (f == NULL)
+        return;
+    Py_XDECREF(f->flow);
+    Py_XDECREF(f->halves[0]);
+    Py_XDECREF(f->halves[1]);
+    Py_XDECREF(f->dissector);
+    PyMem_Free(f);
+}
+
+static void
 ign_delete(IgnoreSet *self, ign_slot *s)
 {
+    fast_free(s->fast);
+    s->fast = NULL;
     s->state = 2;
     self->live--;
 }
@@ -546,6 +576,10 @@ IgnoreSet_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 static void
 IgnoreSet_dealloc(IgnoreSet *self)
 {
+    for (Py_ssize_t i = 0; i < self->cap; i++)
+        if (self->slots[i].state == 1)
+            fast_free(self->slots[i].fast);
+    Py_XDECREF(self->sink);
     PyMem_Free(self->slots);
     PyMem_Free(self->zones);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -585,6 +619,8 @@ IgnoreSet_add(IgnoreSet *self, PyObject *args)
         s->state = 1;
         self->live++;
     }
+    fast_free(s->fast);
+    s->fast = NULL;
     s->last_ts = 0;
     Py_RETURN_NONE;
 }
@@ -616,19 +652,33 @@ IgnoreSet_last_seen(IgnoreSet *self, PyObject *args)
 /* What the set does with a decoded record of the connection ``key``: 1 when it takes it out
  * (counted), else 0 (the record goes on). Runs the sweep clock and lets a connection go at its
  * FIN, RST or SYN without ACK (see above). */
+static int fast_take(IgnoreSet *self, ign_slot *s, double ts, const seg_t *g);
+
 static int
-ign_judge(IgnoreSet *self, const unsigned char *key, long long ts_ns, int flags, int may_skip)
+ign_judge(IgnoreSet *self, const unsigned char *key, long long ts_ns, const seg_t *g,
+          int may_skip)
 {
+    int flags = g->tcp[13];
     double ts = (double)ts_ns / 1e9; /* as Python's ts_ns / 1e9 */
     int sweeps = 0;                  /* the caller sweeps (or starts its clock) here */
     if (!self->have_sweep || ts >= self->next_sweep) {
         self->have_sweep = 1;
         self->next_sweep = ts + self->interval;
         sweeps = 1;
+        self->fast_stop = 1;
     }
     ign_slot *s = ign_find(self, key, 0);
     if (s == NULL)
         return 0;
+    if (s->fast != NULL) {
+        /* only ACK (and PSH, URG): what opens or closes goes to the table, as does all after
+         * a sweep or a raw record in this batch; then the connection is the table's again */
+        if (!may_skip || self->fast_stop || (flags & 0x17) != 0x10) {
+            ign_delete(self, s);
+            return 0;
+        }
+        return fast_take(self, s, ts, g);
+    }
     if (flags & 0x05) {
         /* RST or FIN: the table may end the connection here; from now on it sees all of this
          * 4-tuple again (a few packets: taking out too little is always safe) */
@@ -654,7 +704,211 @@ ign_take(IgnoreSet *ign, long long ts, long gid, const seg_t *g, int may_skip)
     const unsigned char *h = g->tcp;
     ign_key(key, zone, g->src, be16(h), g->dst, be16(h + 2), g->alen);
     /* not dropping (after a raw record): entries still leave at their FIN, RST or SYN */
-    return ign_judge(ign, key, ts, h[13], may_skip && ign->dropping);
+    return ign_judge(ign, key, ts, g, may_skip && ign->dropping);
+}
+
+/* -- connections whose in-order segments go straight to their dissector --------------------
+ *
+ * add_fast(flow) puts a connection of the flow table (`tcp.Flow`) in the set the other way: its
+ * plain in-order segments are handled here as `FlowTable.segment` handles them — the same
+ * attributes of the flow and its halves updated (last_ts, packets, bytes, first_ts, next, the
+ * peer's acked), the payload fed to `flow.dissector.feed(role, data, ts)` and what that returns
+ * given to the sink — without a record for the table. The table adds a connection only while
+ * both its directions are in order with nothing buffered, open, and dissected here; any other
+ * record of it (SYN, FIN, RST, out of order, a retransmission) leaves it to the table from
+ * there on, as does everything after a raw record or a sweep in the same batch (the order of
+ * the table's work stays that of the records). The table takes it out when it ends it. */
+
+static PyObject *s_last_ts, *s_packets, *s_next, *s_bytes, *s_first_ts, *s_acked, *s_feed,
+    *s_addr, *s_halves, *s_client, *s_dissector, *s_zone;
+
+static int
+set_ll(PyObject *obj, PyObject *name, long long v)
+{
+    PyObject *o = PyLong_FromLongLong(v);
+    if (o == NULL)
+        return -1;
+    int rc = PyObject_SetAttr(obj, name, o);
+    Py_DECREF(o);
+    return rc;
+}
+
+/* One plain segment (ACK, no SYN/FIN/RST) of a fast connection at ``ts``: 1 when handled here,
+ * 0 when it goes to the table (the connection then leaves the set), -1 on error. */
+static int
+fast_take(IgnoreSet *self, ign_slot *s, double ts, const seg_t *g)
+{
+    fast_flow *f = s->fast;
+    const unsigned char *h = g->tcp;
+    int side = be16(h) == f->side0_port && memcmp(g->src, f->side0, (size_t)g->alen) == 0 ? 0 : 1;
+    uint32_t seq = be32(h + 4), ack = be32(h + 8);
+    Py_ssize_t n = g->plen;
+    if ((n && seq != f->next[side]) ||
+        (be16(h) == be16(h + 2) && memcmp(g->src, g->dst, (size_t)g->alen) == 0)) {
+        ign_delete(self, s); /* out of order, a retransmission; or a flow to itself */
+        return 0;
+    }
+    int other = side ^ 1, rc = -1;
+    PyObject *tso = PyFloat_FromDouble(ts), *data = NULL, *role = NULL, *events = NULL;
+    if (tso == NULL || PyObject_SetAttr(f->flow, s_last_ts, tso) < 0 ||
+        set_ll(f->halves[side], s_packets, ++f->packets[side]) < 0)
+        goto done;
+    if (!f->has_acked[other] || (int32_t)(ack - f->acked[other]) > 0) {
+        f->acked[other] = ack;
+        f->has_acked[other] = 1;
+        if (set_ll(f->halves[other], s_acked, ack) < 0)
+            goto done;
+    }
+    if (n) {
+        f->next[side] = seq + (uint32_t)n;
+        f->bytes[side] += n;
+        if (set_ll(f->halves[side], s_next, f->next[side]) < 0 ||
+            set_ll(f->halves[side], s_bytes, f->bytes[side]) < 0)
+            goto done;
+        if (!f->has_first_ts[side]) {
+            f->has_first_ts[side] = 1;
+            if (PyObject_SetAttr(f->halves[side], s_first_ts, tso) < 0)
+                goto done;
+        }
+        data = PyBytes_FromStringAndSize((const char *)g->payload, n);
+        role = PyLong_FromLong(f->client ^ side);
+        if (data == NULL || role == NULL)
+            goto done;
+        /* the dissector and flow stay alive through the calls even if the entry goes */
+        PyObject *d = Py_NewRef(f->dissector), *flow = Py_NewRef(f->flow);
+        PyObject *args[4] = {d, role, data, tso};
+        events = PyObject_VectorcallMethod(s_feed, args, 4 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                           NULL);
+        int ok = events != NULL;
+        if (ok && PyObject_IsTrue(events) == 1 && self->sink != NULL) {
+            PyObject *r = PyObject_CallFunctionObjArgs(self->sink, flow, events, NULL);
+            ok = r != NULL;
+            Py_XDECREF(r);
+        }
+        Py_DECREF(d);
+        Py_DECREF(flow);
+        if (!ok)
+            goto done;
+    }
+    self->taken++;
+    rc = 1;
+done:
+    Py_XDECREF(tso);
+    Py_XDECREF(data);
+    Py_XDECREF(role);
+    Py_XDECREF(events);
+    return rc;
+}
+
+/* An int attribute of ``obj`` (None as 0 with *has = 0). */
+static int
+get_ll(PyObject *obj, PyObject *name, long long *v, int *has)
+{
+    PyObject *o = PyObject_GetAttr(obj, name);
+    if (o == NULL)
+        return -1;
+    *has = o != Py_None;
+    *v = *has ? PyLong_AsLongLong(o) : 0;
+    Py_DECREF(o);
+    return *v == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+/* add_fast(flow): see above. */
+static PyObject *
+IgnoreSet_add_fast(IgnoreSet *self, PyObject *flow)
+{
+    PyObject *addr = PyObject_GetAttr(flow, s_addr), *halves = NULL, *zone = NULL;
+    fast_flow *f = PyMem_Calloc(1, sizeof(fast_flow));
+    PyObject *result = NULL;
+    if (f == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    halves = addr ? PyObject_GetAttr(flow, s_halves) : NULL;
+    zone = halves ? PyObject_GetAttr(flow, s_zone) : NULL;
+    f->dissector = zone ? PyObject_GetAttr(flow, s_dissector) : NULL;
+    if (f->dissector == NULL)
+        goto done;
+    PyObject *key_args = NULL;
+    if (!PyTuple_Check(addr) || PyTuple_GET_SIZE(addr) != 4 || !PyTuple_Check(halves) ||
+        PyTuple_GET_SIZE(halves) != 2) {
+        PyErr_SetString(PyExc_TypeError, "add_fast needs a tcp.Flow");
+        goto done;
+    }
+    key_args = PyTuple_Pack(5, PyTuple_GET_ITEM(addr, 0), PyTuple_GET_ITEM(addr, 1),
+                            PyTuple_GET_ITEM(addr, 2), PyTuple_GET_ITEM(addr, 3), zone);
+    unsigned char key[38];
+    int ok = key_args != NULL && ign_parse(key_args, key);
+    Py_XDECREF(key_args);
+    if (!ok)
+        goto done;
+    long long client, v;
+    int has;
+    if (get_ll(flow, s_client, &client, &has) < 0)
+        goto done;
+    f->client = (int)client;
+    f->flow = Py_NewRef(flow);
+    for (int i = 0; i < 2; i++) {
+        PyObject *half = f->halves[i] = Py_NewRef(PyTuple_GET_ITEM(halves, i));
+        if (get_ll(half, s_next, &v, &has) < 0)
+            goto done;
+        f->next[i] = (uint32_t)v;
+        if (get_ll(half, s_acked, &v, &f->has_acked[i]) < 0)
+            goto done;
+        f->acked[i] = (uint32_t)v;
+        if (get_ll(half, s_packets, &f->packets[i], &has) < 0 ||
+            get_ll(half, s_bytes, &f->bytes[i], &has) < 0)
+            goto done;
+        PyObject *first = PyObject_GetAttr(half, s_first_ts);
+        if (first == NULL)
+            goto done;
+        f->has_first_ts[i] = first != Py_None;
+        Py_DECREF(first);
+    }
+    Py_buffer a0;
+    if (PyObject_GetBuffer(PyTuple_GET_ITEM(addr, 0), &a0, PyBUF_SIMPLE) < 0)
+        goto done;
+    memcpy(f->side0, a0.buf, (size_t)(a0.len < 16 ? a0.len : 16));
+    PyBuffer_Release(&a0);
+    f->side0_port = (int)PyLong_AsLong(PyTuple_GET_ITEM(addr, 1));
+    if (PyErr_Occurred())
+        goto done;
+    if ((self->filled + 1) * 4 > self->cap * 3 && ign_grow(self) < 0)
+        goto done;
+    ign_slot *s = ign_find(self, key, 1);
+    if (s->state != 1) {
+        if (s->state == 0)
+            self->filled++;
+        memcpy(s->key, key, 38);
+        s->state = 1;
+        self->live++;
+    }
+    fast_free(s->fast);
+    s->fast = f;
+    s->last_ts = 0;
+    f = NULL;
+    result = Py_NewRef(Py_None);
+done:
+    fast_free(f);
+    Py_XDECREF(addr);
+    Py_XDECREF(halves);
+    Py_XDECREF(zone);
+    return result;
+}
+
+/* set_sink(sink): sink(flow, events) gets what the fast connections' dissectors return (None:
+ * forget it, which ends the reference cycle through the table). */
+static PyObject *
+IgnoreSet_set_sink(IgnoreSet *self, PyObject *sink)
+{
+    Py_XSETREF(self->sink, sink == Py_None ? NULL : Py_NewRef(sink));
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+IgnoreSet_taken(IgnoreSet *self, void *closure)
+{
+    return PyLong_FromLongLong(self->taken);
 }
 
 static void
@@ -715,6 +969,7 @@ IgnoreSet_arm(IgnoreSet *self, PyObject *args)
     self->next_sweep = next_sweep;
     self->interval = interval;
     self->dropping = 1;
+    self->fast_stop = 0;
     Py_RETURN_NONE;
 }
 
@@ -738,11 +993,16 @@ static PyMethodDef IgnoreSet_methods[] = {
      "last_seen(src, sport, dst, dport, zone) -> ts_ns of the last record taken out, or None"},
     {"arm", (PyCFunction)IgnoreSet_arm, METH_VARARGS,
      "arm(zones, next_sweep, interval): the next read may take records out"},
+    {"add_fast", (PyCFunction)IgnoreSet_add_fast, METH_O,
+     "add_fast(flow): its in-order segments go straight to its dissector"},
+    {"set_sink", (PyCFunction)IgnoreSet_set_sink, METH_O,
+     "set_sink(sink): where the fast connections' events go"},
     {NULL, NULL, 0, NULL},
 };
 
 static PyGetSetDef IgnoreSet_getset[] = {
     {"dropped", (getter)IgnoreSet_dropped, NULL, "records taken out so far", NULL},
+    {"taken", (getter)IgnoreSet_taken, NULL, "records of fast connections handled so far", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -973,6 +1233,13 @@ PyInit__native(void)
 {
     if (PyType_Ready(&IgnoreSetType) < 0)
         return NULL;
+    PyObject **names[] = {&s_last_ts, &s_packets, &s_next, &s_bytes, &s_first_ts, &s_acked,
+                          &s_feed, &s_addr, &s_halves, &s_client, &s_dissector, &s_zone};
+    const char *texts[] = {"last_ts", "packets", "next", "bytes", "first_ts", "acked",
+                           "feed", "addr", "halves", "client", "dissector", "zone"};
+    for (int i = 0; i < 12; i++)
+        if ((*names[i] = PyUnicode_InternFromString(texts[i])) == NULL)
+            return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;

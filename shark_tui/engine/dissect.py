@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import heapq
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterable
@@ -194,6 +195,10 @@ class Dissection:
         self._held: list[tuple[float, int, int, Any]] = []
         self._held_bytes = 0
         self._recheck_bytes = MAX_HOLD_BYTES // 8
+        #: With fast connections (`run_file`), the capture time of the last record `_run` handled
+        #: before the batch being read: entries the read completes may be later than entries
+        #: the batch's other records will complete, so only older ones may go out early.
+        self._clock: float | None = None
         self._spill: IO[bytes] | None = None  # held entries moved out of memory
         self._spill_end = 0
         self._body_cap = body_cap
@@ -273,7 +278,10 @@ class Dissection:
         self._held_bytes += self._weight(item)
         if self._held_bytes > self._recheck_bytes:
             # Big entries: look at the watermark now rather than every N entries.
-            self._release(self.table.oldest_pending())
+            watermark = self.table.oldest_pending()
+            if self._clock is not None:
+                watermark = self._clock if watermark is None else min(watermark, self._clock)
+            self._release(watermark)
             self._recheck_bytes = self._held_bytes + MAX_HOLD_BYTES // 8
 
     def _on_events(self, flow: Flow, events: list[Event]) -> None:
@@ -387,9 +395,16 @@ class Dissection:
         made into records (`_native.IgnoreSet`): the same entries, the same counters, less
         work."""
         ignored = None
-        if _IgnoreSet is not None and (self.partition is not None or self._flow_filter):
+        if _IgnoreSet is not None:
             ignored = self.table.ignored = _IgnoreSet()
-        self._run(capture.item_batches(ignored), capture.interfaces, capture)
+            ignored.set_sink(self._on_events)
+            self.table.fast = True
+            self._clock = -math.inf
+        try:
+            self._run(capture.item_batches(ignored), capture.interfaces, capture)
+        finally:
+            if ignored is not None:
+                ignored.set_sink(None)  # (it refers to this run: no cycle left behind)
 
     def _run(
         self, batches: Iterable[Iterable[Item]], interfaces: list[Any], source: object
@@ -432,9 +447,11 @@ class Dissection:
                 if len(zones) != len(interfaces):
                     zones = _zones(interfaces)
                 ignored.arm(zones, next_sweep, SWEEP_INTERVAL)
-        if ignored is not None:  # what the ignore set took out was read (and segments) too
-            count += ignored.dropped
-            table.stats["segments"] += ignored.dropped
+            if self._clock is not None:
+                self._clock = ts
+        if ignored is not None:  # what the ignore set took out or handled was read too
+            count += ignored.dropped + ignored.taken
+            table.stats["segments"] += ignored.dropped + ignored.taken
         self.stats["packets"] += count
         table.finish()
         self._release(None)

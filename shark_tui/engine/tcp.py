@@ -81,6 +81,7 @@ class Flow:
         "client",
         "closed_at",
         "dissector",
+        "fast",
         "first_ts",
         "halves",
         "heads",
@@ -117,6 +118,9 @@ class Flow:
         self.selected = True  # False when a filter ruled the whole connection out
         self.zone = 0  # an address space of its own (TLS plaintext): not the wire's 4-tuple
         self.tls = False  # its bytes are TLS plaintext from the eBPF probes
+        #: In the caller's ignore set as a fast connection: its plain in-order segments go to
+        #: its dissector without reaching `FlowTable.segment` (`_native.IgnoreSet.add_fast`).
+        self.fast = False
 
     def endpoint(self, role: int) -> tuple[bytes, int]:
         """(ip, port) of the CLIENT or SERVER end."""
@@ -165,8 +169,10 @@ class FlowTable:
         #: A `_native.IgnoreSet` the caller filters its batches with: each connection that
         #: stops being dissected goes in (its plain segments then never reach `segment`, which
         #: would only count them), and leaves it when the table ends it otherwise than the set
-        #: does itself (eviction, the end of the input).
+        #: does itself (eviction, the end of the input). With ``fast`` as well, a connection
+        #: whose both directions are in order goes in the other way (`_fast_check`).
         self.ignored = ignored
+        self.fast = False
         self._flows: dict[tuple[Any, ...], tuple[Flow, int]] = {}
         self.active: dict[int, Flow] = {}  # num -> open flow
         self._closed: list[Flow] = []
@@ -214,6 +220,8 @@ class FlowTable:
             flow, side = self._new_flow(ts, src, sport, dst, dport, zone), 0
         else:
             flow, side = found
+            if flow.fast:  # the set let go of it at this record: the table's again
+                self._unfast(flow)
             if flow.closed_at is not None or (
                 flags & (SYN | ACK) == SYN
                 and flow.halves[side].isn is not None
@@ -293,6 +301,34 @@ class FlowTable:
             half.fin = (seq + len(payload)) & _MASK
             if half.next is None or _rel(half.fin, half.next) <= 0 or not flow.selected:
                 self._close_half(flow, side, ts)
+        elif self.fast and flow.dissector is not None:
+            self._fast_check(flow)
+
+    def _fast_check(self, flow: Flow) -> None:
+        """Hand the connection's plain in-order segments to the caller's set while both its
+        directions are in order, with nothing waiting, open, and dissected here."""
+        h0, h1 = flow.halves
+        if (
+            not flow.fast
+            and flow.selected
+            and flow.closed_at is None
+            and flow.client >= 0
+            and self.ignored is not None
+            and h0.next is not None
+            and h1.next is not None
+            and not h0.ooo
+            and not h1.ooo
+            and h0.fin is None
+            and h1.fin is None
+        ):
+            self.ignored.add_fast(flow)
+            flow.fast = True
+
+    def _unfast(self, flow: Flow) -> None:
+        flow.fast = False
+        if self.ignored is not None:
+            a0, p0, a1, p1 = flow.addr
+            self.ignored.discard(a0, p0, a1, p1, flow.zone)
 
     # -- reassembly -------------------------------------------------------------------------------
 
@@ -509,6 +545,8 @@ class FlowTable:
         """The connection is over: flush what waits, let the dissector emit the rest."""
         if flow.closed_at is not None:
             return
+        if flow.fast:
+            self._unfast(flow)
         for side in (0, 1):
             half = flow.halves[side]
             while half.ooo:
