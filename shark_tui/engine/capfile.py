@@ -236,7 +236,7 @@ class CaptureReader:
         the same order."""
         self._decode = _native is not None
         self._ignore = ignore if self._decode else None
-        self._ignore_base = ignore.dropped if self._ignore is not None else 0
+        self._ignore_base = self._ignore_count()
         try:
             items: list[Item] = self._feed(data)
         finally:
@@ -244,9 +244,13 @@ class CaptureReader:
             self._ignore = None
         return items
 
+    def _ignore_count(self) -> int:
+        """Records the ignore set took out or handled itself (fast connections), so far."""
+        return 0 if self._ignore is None else self._ignore.dropped + self._ignore.taken
+
     def _taken(self) -> int:
-        """Records the ignore set took out in this feed (read, not returned)."""
-        return 0 if self._ignore is None else self._ignore.dropped - self._ignore_base
+        """Records the ignore set took out or handled in this feed (read, not returned)."""
+        return self._ignore_count() - self._ignore_base
 
     def _feed(self, data: bytes | bytearray | memoryview) -> list[Any]:
         if self._stopped or not data:
