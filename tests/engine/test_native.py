@@ -585,11 +585,18 @@ def _merged(streams: list[bytes], cuts: list[int], native: bool) -> tuple[bytes,
     from shark_tui.engine import parallel
 
     class Pump:
+        """Chunks in buffers it scribbles over when the merge gives them back (as the real pump
+        reads into them again): a chunk still used after its release would show."""
+
         def __init__(self, data: bytes, size: int) -> None:
             self.pieces = [data[i : i + size] for i in range(0, len(data), size)]
 
-        def chunk(self) -> bytes:
-            return self.pieces.pop(0) if self.pieces else b""
+        def chunk(self) -> memoryview:
+            return memoryview(bytearray(self.pieces.pop(0) if self.pieces else b""))
+
+        def release(self, chunk: bytes | memoryview) -> None:
+            if isinstance(chunk, memoryview) and isinstance(chunk.obj, bytearray):
+                chunk.obj[:] = b"\xee" * len(chunk.obj)
 
     summaries: list[Any] = []
     failures: list[str] = []
