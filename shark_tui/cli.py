@@ -579,10 +579,6 @@ def cmd_dissect(args: argparse.Namespace) -> int:
         def flow_filter(ip0: str, p0: int, ip1: str, p1: int) -> bool:
             return pushdown.flow_may_match(None, ip0, p0, ip1, p1)
 
-    def json_line(ts: float, flow: int, n: int, line: bytes, buf: bytearray) -> None:
-        buf += line
-        buf += b"\n"
-
     def make() -> Dissection:
         d = Dissection(
             lambda entry: None,
@@ -591,8 +587,7 @@ def cmd_dissect(args: argparse.Namespace) -> int:
             decode_ports=dict(args.decode),
             body_cap=args.max_body,
         )
-        if args.json:  # `render` is msgspec's JSON: HTTP/1 may come as ready lines
-            d.render_line = json_line
+        d.json_lines = args.json  # `render` is msgspec's JSON: HTTP/1 may come as ready lines
         return d
 
     if args.file != "-":

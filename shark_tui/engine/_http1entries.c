@@ -1,12 +1,13 @@
 /* HTTP/1 connections straight to entry JSON lines: `shark-tui dissect --json`'s hot path.
  *
- *   Http1Entries(fallback, head, mid, tls, body_cap)
+ *   Http1Entries(fallback, head, mid, tls, body_cap, line_head=0)
  *       A dissector (base.Dissector's methods) of one HTTP/1 connection whose start was
  *       captured. It follows the plain cases of `proto.http1.Http1Dissector` — start lines and
  *       ASCII headers of the usual form, Content-Length, chunked and close-delimited bodies,
  *       keep-alive and pipelining, HEAD/204/304 — and emits each exchange as a (ts, line)
- *       tuple: the entry's JSON exactly as `dissect --json` renders the Python entry (msgspec),
- *       without making the entry. ``head`` and ``mid`` are that JSON's fixed parts, made by
+ *       tuple: the entry's JSON exactly as `dissect --json` renders the Python entry (msgspec)
+ *       and a newline, in a bytearray behind ``line_head`` zero bytes (room for the caller's
+ *       framing), without making the entry. ``head`` and ``mid`` are that JSON's fixed parts, made by
  *       the caller with msgspec: ``{"id":"<flow>:`` and ``","proto":"http","src":{…},"dst":{…},
  *       "ts":``.
  *
@@ -329,7 +330,7 @@ typedef struct {
     PyObject *py;       /* it, once it took over */
     PyObject *head, *mid;
     int tls;
-    Py_ssize_t body_cap;
+    Py_ssize_t body_cap, line_head;
     long long n; /* entries emitted (the flow's entry count) */
     Side sides[2];
     Pair *queue[MAX_QUEUE];
@@ -742,6 +743,10 @@ emit(Fast *f, Pair *pair, PyObject *out)
     int rc = -1, graphql = 0;
     double latency;
     o->len = req->len = 0;
+    if (buf_reserve(o, f->line_head) < 0)
+        return -1;
+    memset(o->p, 0, (size_t)f->line_head);
+    o->len = f->line_head;
     /* the request object first: it decides GraphQL */
     if (PUT_LIT(req, "{\"version\":\"HTTP/1.") < 0 || buf_put(req, &rq->version, 1) < 0 ||
         PUT_LIT(req, "\",\"method\":") < 0 ||
@@ -804,9 +809,9 @@ emit(Fast *f, Pair *pair, PyObject *out)
     if (rq->has_host ? put_str(o, (unsigned char *)rq->head.p + rq->host.off, rq->host.len) < 0
                      : PUT_LIT(o, "null") < 0)
         goto done;
-    if (PUT_LIT(o, "}") < 0)
+    if (PUT_LIT(o, "}\n") < 0)
         goto done;
-    PyObject *line = PyBytes_FromStringAndSize(o->p, o->len);
+    PyObject *line = PyByteArray_FromStringAndSize(o->p, o->len);
     PyObject *ts = line ? PyFloat_FromDouble(rq->ts) : NULL;
     PyObject *item = ts ? PyTuple_Pack(2, ts, line) : NULL;
     Py_XDECREF(line);
@@ -1513,11 +1518,16 @@ Fast_init(Fast *f, PyObject *args, PyObject *kw)
 {
     PyObject *fallback, *head, *mid;
     int tls;
-    Py_ssize_t cap;
-    static char *names[] = {"fallback", "head", "mid", "tls", "body_cap", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OSSpn", names, &fallback, &head, &mid, &tls,
-                                     &cap))
+    Py_ssize_t cap, line_head = 0;
+    static char *names[] = {"fallback", "head", "mid", "tls", "body_cap", "line_head", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OSSpn|n", names, &fallback, &head, &mid, &tls,
+                                     &cap, &line_head))
         return -1;
+    if (line_head < 0 || line_head > 4096) {
+        PyErr_SetString(PyExc_ValueError, "line_head must be within 0..4096");
+        return -1;
+    }
+    f->line_head = line_head;
     if (render_body_fn == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "configure() was not called");
         return -1;

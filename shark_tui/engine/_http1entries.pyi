@@ -7,7 +7,13 @@ from shark_tui.proto.base import Dissector, Event
 class Http1Entries:
     handed_over: bool
     def __init__(
-        self, fallback: Callable[[], Dissector], head: bytes, mid: bytes, tls: bool, body_cap: int
+        self,
+        fallback: Callable[[], Dissector],
+        head: bytes,
+        mid: bytes,
+        tls: bool,
+        body_cap: int,
+        line_head: int = 0,
     ) -> None: ...
     def feed(self, direction: int, data: bytes, ts: float) -> list[Event]: ...
     def gap(self, direction: int, size: int, ts: float) -> list[Event]: ...

@@ -60,8 +60,8 @@ else:
 Entry = dict[str, Any]
 #: Receives each entry in order: the entry itself, or its rendered bytes when ``render`` is set.
 EntrySink = Callable[[Any], None]
-#: Renders an entry the C HTTP/1 path wrote as a JSON line: (ts, flow, n, line, into).
-LineRenderer = Callable[[float, int, int, bytes, bytearray], None]
+#: Completes the head of an entry line the C HTTP/1 path wrote: (line, ts, flow, n).
+LineFramer = Callable[[bytearray, float, int, int], None]
 
 #: Capture seconds between sweeps (expiring exchanges, forgetting closed connections).
 SWEEP_INTERVAL = 5.0
@@ -181,11 +181,14 @@ class Dissection:
         #: When set, entries are rendered (to bytes) as soon as they are final, and ``out``
         #: receives the rendered bytes: held entries then cost exactly their output size.
         self.render: Callable[[Entry, bytearray], None] | None = None
-        #: Set (with ``render`` writing msgspec's JSON lines of the entries, and neither an entry
-        #: filter nor pod names in use): the HTTP/1 connections whose start was captured are
-        #: written by the C path (`_http1entries`), which hands each entry over as the very JSON
-        #: line ``render`` would have made; this renders it.
-        self.render_line: LineRenderer | None = None
+        #: True when ``render`` writes msgspec's JSON of the entry and a newline: then (with
+        #: neither an entry filter nor pod names in use) the HTTP/1 connections whose start was
+        #: captured are written by the C path (`_http1entries`), which hands each entry over as
+        #: the very line ``render`` would have made, behind ``line_head`` bytes that ``frame``
+        #: (if set) fills in, as ``render`` does.
+        self.json_lines = False
+        self.line_head = 0
+        self.frame: LineFramer | None = None
         self._filter = entry_filter
         self._flow_filter = flow_filter
         self._builder = EntryBuilder(names)
@@ -248,7 +251,8 @@ class Dissection:
         """The C path's dissector for an HTTP/1 connection, when this run can take its lines."""
         if (
             _Http1Entries is None
-            or self.render_line is None
+            or not self.json_lines
+            or self.render is None
             or self._filter is not None
             or self._builder.names is not None
         ):
@@ -271,6 +275,7 @@ class Dissection:
             mid,
             flow.tls,
             self._body_cap,
+            self.line_head,
         )
 
     def _hold(self, ts: float, flow: Flow, item: Any) -> None:
@@ -286,13 +291,12 @@ class Dissection:
 
     def _on_events(self, flow: Flow, events: list[Event]) -> None:
         for ev in events:
-            if type(ev) is tuple:  # (ts, JSON line): an entry the C HTTP/1 path wrote
-                assert self.render_line is not None
+            if type(ev) is tuple:  # (ts, line): an entry the C HTTP/1 path wrote
                 flow.n += 1
                 ts, line = ev
-                ready = bytearray()
-                self.render_line(ts, flow.num, flow.n, line, ready)
-                self._hold(ts, flow, ready)
+                if self.frame is not None:
+                    self.frame(line, ts, flow.num, flow.n)
+                self._hold(ts, flow, line)
             elif isinstance(ev, ExchangeCompleted):
                 ex = ev.exchange
                 if ex.extra.get("guess") == "tls" and self.table.twin(flow, TLS_ZONE):

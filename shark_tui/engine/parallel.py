@@ -35,6 +35,7 @@ _RECORD = struct.Struct("<dIIi")
 _END = 0xFFFFFFFF  # `flow` of the last record: the worker's summary (JSON) follows
 _FAILED = 0xFFFFFFFE  # `flow` of a record saying the worker failed (its reason follows)
 _PIPE_BUFFER = 1 << 20
+_IOV_MAX = 1024  # buffers per writev (Linux's IOV_MAX)
 #: Chunks (of up to _PIPE_BUFFER bytes) read ahead from each worker before it must wait.
 _PUMP_CHUNKS = 4
 #: Bytes of the file a worker reads at a time. The connections it hands to its ignore set are
@@ -156,17 +157,26 @@ def _worker(
     fd: int,
 ) -> None:
     code = 0
-    buf = bytearray()
+    # The records go out as they are, gathered (writev): no copy into one buffer.
+    pending: list[bytes | bytearray | memoryview] = []
+    pending_size = 0
     pack_into = _RECORD.pack_into
     size = _RECORD.size
     blank = bytes(size)
 
     def flush() -> None:
-        with memoryview(buf) as view:
-            done = 0
-            while done < len(view):
-                done += os.write(fd, view[done:])
-        buf.clear()
+        nonlocal pending_size
+        while pending:
+            batch = pending[:_IOV_MAX]
+            done = os.writev(fd, batch)
+            k = 0
+            while k < len(batch) and done >= len(batch[k]):
+                done -= len(batch[k])
+                k += 1
+            del pending[:k]
+            if done:  # the first one left was written in part
+                pending[0] = memoryview(pending[0])[done:]
+        pending_size = 0
 
     try:
 
@@ -178,31 +188,29 @@ def _worker(
             pack_into(out, 0, entry["ts"], int(flow), int(n), len(out) - size)
 
         def emit(payload: bytearray) -> None:
-            buf.extend(payload)
-            if len(buf) > _PIPE_BUFFER:
+            nonlocal pending_size
+            pending.append(payload)
+            pending_size += len(payload)
+            if pending_size > _PIPE_BUFFER:
                 flush()
 
         d = make()
         d.out = emit
         d.render = record
         d.partition = (index, jobs)
-        render_line = d.render_line
-        if render_line is not None:
 
-            def record_line(ts: float, flow: int, n: int, line: bytes, out: bytearray) -> None:
-                """An entry the C path wrote, behind the same header."""
-                out.extend(blank)
-                render_line(ts, flow, n, line, out)
-                pack_into(out, 0, ts, flow, n, len(out) - size)
+        def frame(line: bytearray, ts: float, flow: int, n: int) -> None:
+            """The same header on an entry line the C path wrote behind room for it."""
+            pack_into(line, 0, ts, flow, n, len(line) - size)
 
-            d.render_line = record_line
+        d.line_head = size
+        d.frame = frame
         with open(path, "rb") as f:
             capture = CaptureFile(f, _WORKER_CHUNK)
             d.run_file(capture)
         warning = capture.warning or next(iter(d.warnings), None)
         summary = json.dumps({"warning": warning, "counters": _counters(d)}).encode()
-        buf.extend(_RECORD.pack(float("inf"), _END, 0, len(summary)))
-        buf.extend(summary)
+        pending.append(_RECORD.pack(float("inf"), _END, 0, len(summary)) + summary)
         flush()
     except BrokenPipeError:
         code = 1
@@ -210,8 +218,8 @@ def _worker(
         code = 1
         reason = f"{type(exc).__name__}: {exc}".encode()
         with contextlib.suppress(OSError):
-            buf.clear()
-            buf.extend(_RECORD.pack(float("inf"), _FAILED, 0, len(reason)) + reason)
+            pending.clear()
+            pending.append(_RECORD.pack(float("inf"), _FAILED, 0, len(reason)) + reason)
             flush()
     finally:
         with contextlib.suppress(OSError):

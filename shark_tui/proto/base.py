@@ -79,8 +79,8 @@ class Truncated:
     dropped: int = 0
 
 
-#: An entry a fast path of the engine wrote itself: (ts, its JSON line) (engine/_http1entries.c).
-Rendered = tuple[float, bytes]
+#: An entry a fast path of the engine wrote itself: (ts, its line) (engine/_http1entries.c).
+Rendered = tuple[float, bytearray]
 
 Event = ExchangeCompleted | Desynced | Truncated | Rendered
 

@@ -84,7 +84,8 @@ def fast(
     """The same through the C path: its own lines, and the Python dissector's after a hand-over."""
     flow, builder = _flow(), EntryBuilder()
     d = Dissection(lambda item: None, body_cap=cap)
-    d.render_line = lambda ts, num, n, line, out: None
+    d.json_lines = True
+    d.render = lambda entry, out: None
     c = d._fast_http1(flow)
     assert isinstance(c, _http1entries.Http1Entries)
     lines: list[bytes] = []
@@ -94,7 +95,9 @@ def fast(
         for ev in _call(c, step):
             if type(ev) is tuple:
                 flow.n += 1
-                ts, line = ev
+                ts, framed = ev
+                assert framed.endswith(b"\n")
+                line = bytes(framed[:-1])
                 assert ENCODE(ts) == line.split(b'"ts":', 1)[1].split(b",", 1)[0]
                 lines.append(line)
             elif isinstance(ev, ExchangeCompleted):
