@@ -30,6 +30,9 @@
 #include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #define MAX_HEADER_BYTES (64 * 1024)
 #define MAX_START_LINE (8 * 1024)
@@ -137,7 +140,36 @@ put_str(Buf *b, const unsigned char *s, Py_ssize_t n)
     *o++ = '"';
     Py_ssize_t i = 0;
     while (i < n) {
+#ifdef __SSE2__
+        /* sixteen at a time up to the next byte to escape (the room reserved for six bytes
+         * per byte left covers the whole store) */
+        const __m128i flip = _mm_set1_epi8((char)0x80), below = _mm_set1_epi8((char)(0x20 ^ 0x80));
+        const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\');
+        int special = 0;
+        while (i + 16 <= n) {
+            __m128i v = _mm_loadu_si128((const __m128i *)(s + i));
+            __m128i hit = _mm_or_si128(_mm_cmplt_epi8(_mm_xor_si128(v, flip), below),
+                                       _mm_or_si128(_mm_cmpeq_epi8(v, quote),
+                                                    _mm_cmpeq_epi8(v, backslash)));
+            int mask = _mm_movemask_epi8(hit);
+            _mm_storeu_si128((__m128i *)o, v);
+            if (mask == 0) {
+                o += 16;
+                i += 16;
+                continue;
+            }
+            int k = __builtin_ctz((unsigned)mask);
+            o += k;
+            i += k;
+            special = 1;
+            break;
+        }
+        if (i == n)
+            break;
+        if (!special && i + 8 <= n) {
+#else
         if (i + 8 <= n) {
+#endif
             uint64_t w = load8(s + i);
             if (!(HAS_LESS(w, 0x20) | HAS_BYTE(w, '"') | HAS_BYTE(w, '\\'))) {
                 memcpy(o, &w, 8);
@@ -169,9 +201,15 @@ put_str(Buf *b, const unsigned char *s, Py_ssize_t n)
 static int
 put_int(Buf *b, long long v)
 {
-    char tmp[32];
-    int n = snprintf(tmp, sizeof tmp, "%lld", v);
-    return buf_put(b, tmp, n);
+    char tmp[24], *e = tmp + sizeof tmp, *p = e;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    return buf_put(b, p, e - p);
 }
 
 /* A float as msgspec writes it, where that is Python's repr (checked against msgspec by the

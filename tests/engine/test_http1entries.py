@@ -397,3 +397,26 @@ def test_dissect_json_is_the_python_path_output(tmp_path: Path, jobs: str) -> No
     got = subprocess.run(cmd, capture_output=True, check=True, timeout=120).stdout
     assert want.count(b"\n") > 40
     assert got == bytes(want)
+
+
+@SETTINGS
+@given(
+    body=st.text(
+        alphabet=st.sampled_from([chr(c) for c in range(0x20, 0x7F)] + list('\t\n\r\x0c"\\')),
+        max_size=300,
+    ),
+    value=st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x7F), max_size=40),
+)
+def test_strings_are_escaped_as_msgspec_escapes_them(body: str, value: str) -> None:
+    """Bodies of every length around the 8- and 16-byte steps, dense in quotes and
+    backslashes, and header values with any ASCII byte: written by the C path itself."""
+    value = value.replace("\n", "").replace("\r", "").strip(" \t")
+    req = b"GET / HTTP/1.1\r\nX-V: " + value.encode() + b"\r\n\r\n"
+    data = body.encode()
+    resp = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(data) + data
+    steps: list[Step] = [
+        ("feed", CLIENT, req, 1795704324.5),
+        ("feed", SERVER, resp, 1795704324.6),
+        ("finish", 0, None, 1795704325.0),
+    ]
+    assert not assert_same(steps).handed_over
