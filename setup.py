@@ -11,7 +11,10 @@ setup(
         Extension("shark_tui.engine._native", ["shark_tui/engine/_native.c"], optional=True),
         Extension("shark_tui.proto._http1", ["shark_tui/proto/_http1.c"], optional=True),
         Extension(
-            "shark_tui.engine._http1entries", ["shark_tui/engine/_http1entries.c"], optional=True
+            "shark_tui.engine._http1entries",
+            ["shark_tui/engine/_http1entries.c"],
+            libraries=["z"],
+            optional=True,
         ),
     ]
 )

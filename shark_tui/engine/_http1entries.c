@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
+#include <zlib.h>
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
@@ -599,14 +600,86 @@ plain_text(const unsigned char *p, Py_ssize_t n)
     return 1;
 }
 
-/* The body keys of `render_body` and body_size: plain ASCII text here, the rest by the Python
- * function itself. */
+/* The Content-Encoding a message's body was sent in, as `render_body` names it (stripped,
+ * lower case): 0 none or identity, 1 gzip, 2 x-gzip, 3 deflate, -1 anything else. */
+static int
+coding_of(const Msg *m)
+{
+    if (!m->has_ce)
+        return 0;
+    char low[16];
+    Py_ssize_t n = m->ce.len;
+    if (n >= (Py_ssize_t)sizeof low)
+        return -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)m->head.p[m->ce.off + i];
+        if (c <= 0x20 || c >= 0x7f) /* (what `str.strip` might take off: the Python code) */
+            return -1;
+        low[i] = (char)Py_TOLOWER(c);
+    }
+    low[n] = 0;
+    if (n == 0 || strcmp(low, "identity") == 0)
+        return 0;
+    return strcmp(low, "gzip") == 0 ? 1 : strcmp(low, "x-gzip") == 0 ? 2
+         : strcmp(low, "deflate") == 0 ? 3 : -1;
+}
+
+static const char *const coding_names[] = {NULL, "gzip", "x-gzip", "deflate"};
+
+/* The body decompressed, when the whole stream is there and comes out shorter than the cap
+ * (what `bodies._inflate` then gives, with neither a cut nor an error); else NULL, and the
+ * Python code decides. */
+static const unsigned char *
+inflated(Fast *f, const Msg *m, int coding, Py_ssize_t *len)
+{
+    static Buf out;
+    if (f->body_cap <= 0 || buf_reserve(&out, f->body_cap) < 0) {
+        PyErr_Clear();
+        return NULL;
+    }
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (inflateInit2(&z, coding == 3 ? MAX_WBITS : 16 + MAX_WBITS) != Z_OK)
+        return NULL;
+    z.next_in = (Bytef *)m->body.p;
+    z.avail_in = (uInt)m->body.len;
+    z.next_out = (Bytef *)out.p;
+    z.avail_out = (uInt)f->body_cap;
+    int rc;
+    do
+        rc = inflate(&z, Z_NO_FLUSH);
+    while (rc == Z_OK && z.avail_out > 0 && z.avail_in > 0);
+    Py_ssize_t produced = (Py_ssize_t)z.total_out;
+    inflateEnd(&z);
+    if (rc != Z_STREAM_END || produced >= f->body_cap)
+        return NULL;
+    *len = produced;
+    return (const unsigned char *)out.p;
+}
+
+/* The body keys of `render_body` and body_size: plain ASCII text (decompressed first when it
+ * was sent compressed) here, the rest by the Python function itself. */
 static int
 put_body(Fast *f, Buf *o, const Msg *m)
 {
     const unsigned char *p = (const unsigned char *)m->body.p;
     Py_ssize_t n = m->body.len;
-    if (n == 0 || (!m->has_ce && plain_text(p, n))) {
+    int coding = n ? coding_of(m) : 0;
+    if (coding > 0 && m->body.len <= UINT_MAX) {
+        Py_ssize_t len;
+        const unsigned char *text = inflated(f, m, coding, &len);
+        if (text != NULL && plain_text(text, len)) {
+            if (PUT_LIT(o, "\"body\":") < 0 || put_str(o, text, len) < 0 ||
+                PUT_LIT(o, ",\"body_encoding\":\"text\",\"body_truncated\":") < 0 ||
+                (m->cap_hit ? PUT_LIT(o, "true") : PUT_LIT(o, "false")) < 0 ||
+                PUT_LIT(o, ",\"content_encoding\":\"") < 0 ||
+                buf_put(o, coding_names[coding], (Py_ssize_t)strlen(coding_names[coding])) < 0 ||
+                PUT_LIT(o, "\",\"body_size\":") < 0 || put_int(o, m->body_size) < 0)
+                return -1;
+            return 0;
+        }
+    }
+    if (n == 0 || (coding == 0 && plain_text(p, n))) {
         if (PUT_LIT(o, "\"body\":") < 0 || put_str(o, p, n) < 0 ||
             PUT_LIT(o, ",\"body_encoding\":\"text\",\"body_truncated\":") < 0 ||
             (m->cap_hit ? PUT_LIT(o, "true") : PUT_LIT(o, "false")) < 0 ||

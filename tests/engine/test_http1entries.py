@@ -420,3 +420,36 @@ def test_strings_are_escaped_as_msgspec_escapes_them(body: str, value: str) -> N
         ("finish", 0, None, 1795704325.0),
     ]
     assert not assert_same(steps).handed_over
+
+
+_TEXT = b'{"a": "quote \\" and \\\\ backslash", "n": [1, 2, 3]}\n' * 3
+
+
+@pytest.mark.parametrize(
+    ("coding", "body", "cap"),
+    [
+        ("gzip", gzip.compress(_TEXT, mtime=0), 65536),
+        ("x-gzip", gzip.compress(_TEXT, mtime=0), 65536),
+        ("GZip", gzip.compress(_TEXT, mtime=0), 65536),
+        ("deflate", zlib.compress(_TEXT), 65536),
+        ("deflate", zlib.compress(_TEXT)[2:-4], 65536),  # raw deflate: the Python code
+        ("identity", _TEXT, 65536),
+        ("gzip", gzip.compress(_TEXT, mtime=0) + b"trailing", 65536),
+        ("gzip", gzip.compress(_TEXT, mtime=0)[:-12], 65536),  # cut: incomplete stream
+        ("gzip", gzip.compress("caf\u00e9".encode(), mtime=0), 65536),  # not ASCII
+        ("gzip", gzip.compress(_TEXT, mtime=0), len(_TEXT)),  # exactly the cap
+        ("gzip", gzip.compress(_TEXT, mtime=0), len(_TEXT) - 1),  # over the cap
+        ("gzip", gzip.compress(_TEXT, mtime=0), 20),  # the compressed body itself cut
+        ("br", b"\x0b\x02\x80", 65536),
+        ("gzip", b"not gzip at all", 65536),
+    ],
+)
+def test_compressed_bodies(coding: str, body: bytes, cap: int) -> None:
+    req = b"GET /c HTTP/1.1\r\nHost: h\r\n\r\n"
+    head = b"HTTP/1.1 200 OK\r\nContent-Encoding: %s\r\nContent-Length: %d\r\n\r\n"
+    steps: list[Step] = [
+        ("feed", CLIENT, req, 1795704324.5),
+        ("feed", SERVER, head % (coding.encode(), len(body)) + body, 1795704324.6),
+        ("finish", 0, None, 1795704325.0),
+    ]
+    assert not assert_same(steps, cap).handed_over
