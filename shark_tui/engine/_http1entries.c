@@ -199,6 +199,62 @@ put_str(Buf *b, const unsigned char *s, Py_ssize_t n)
     return 0;
 }
 
+/* A body as a JSON string when it is text as `render_body` has it in plain ASCII (printable,
+ * tab, newline, form feed, CR): 0 written; 1 not such text (nothing written); -1 error. The
+ * check and the escaping in one pass. */
+static int
+put_text(Buf *b, const unsigned char *s, Py_ssize_t n)
+{
+    Py_ssize_t start = b->len;
+    if (buf_reserve(b, n * 2 + 2) < 0) /* (no \u00XX: those bytes are not text) */
+        return -1;
+    char *o = b->p + b->len;
+    *o++ = '"';
+    Py_ssize_t i = 0;
+    while (i < n) {
+#ifdef __SSE2__
+        const __m128i flip = _mm_set1_epi8((char)0x80), below = _mm_set1_epi8((char)(0x20 ^ 0x80));
+        const __m128i from_del = _mm_set1_epi8((char)-2); /* (c ^ 0x80) > -2: c >= 0x7F */
+        const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\');
+        while (i + 16 <= n) {
+            __m128i v = _mm_loadu_si128((const __m128i *)(s + i)), x = _mm_xor_si128(v, flip);
+            __m128i hit = _mm_or_si128(
+                _mm_or_si128(_mm_cmplt_epi8(x, below), _mm_cmpgt_epi8(x, from_del)),
+                _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)));
+            int mask = _mm_movemask_epi8(hit);
+            _mm_storeu_si128((__m128i *)o, v);
+            if (mask == 0) {
+                o += 16;
+                i += 16;
+                continue;
+            }
+            int k = __builtin_ctz((unsigned)mask);
+            o += k;
+            i += k;
+            break;
+        }
+        if (i == n)
+            break;
+#endif
+        unsigned char c = s[i++];
+        if (c >= 0x7f || (c < 0x20 && c != '\t' && c != '\n' && c != '\f' && c != '\r')) {
+            b->len = start;
+            return 1;
+        }
+        char e = escape_of[c];
+        if (!e) {
+            *o++ = (char)c;
+        } else {
+            o[0] = '\\';
+            o[1] = e;
+            o += 2;
+        }
+    }
+    *o++ = '"';
+    b->len = o - b->p;
+    return 0;
+}
+
 static int
 put_int(Buf *b, long long v)
 {
@@ -581,25 +637,6 @@ put_headers(Buf *o, const Msg *m)
     return PUT_LIT(o, "]");
 }
 
-/* Text as `render_body` has it, in plain ASCII: printable, tab, newline, form feed, CR. */
-static int
-plain_text(const unsigned char *p, Py_ssize_t n)
-{
-    Py_ssize_t i = 0;
-    while (i + 8 <= n) {
-        uint64_t w = load8(p + i);
-        if (HAS_LESS(w, 0x20) | HAS_BYTE(w, 0x7f) | (w & HIGHS))
-            break;
-        i += 8;
-    }
-    for (; i < n; i++) {
-        unsigned char c = p[i];
-        if (!((c >= 0x20 && c < 0x7f) || c == '\t' || c == '\n' || c == '\f' || c == '\r'))
-            return 0;
-    }
-    return 1;
-}
-
 /* The Content-Encoding a message's body was sent in, as `render_body` names it (stripped,
  * lower case): 0 none or identity, 1 gzip, 2 x-gzip, 3 deflate, -1 anything else. */
 static int
@@ -668,9 +705,14 @@ put_body(Fast *f, Buf *o, const Msg *m)
     if (coding > 0 && m->body.len <= UINT_MAX) {
         Py_ssize_t len;
         const unsigned char *text = inflated(f, m, coding, &len);
-        if (text != NULL && plain_text(text, len)) {
-            if (PUT_LIT(o, "\"body\":") < 0 || put_str(o, text, len) < 0 ||
-                PUT_LIT(o, ",\"body_encoding\":\"text\",\"body_truncated\":") < 0 ||
+        Py_ssize_t mark = o->len;
+        int rc = text == NULL ? 1 : PUT_LIT(o, "\"body\":") < 0 ? -1 : put_text(o, text, len);
+        if (rc < 0)
+            return -1;
+        if (rc == 1)
+            o->len = mark;
+        else {
+            if (PUT_LIT(o, ",\"body_encoding\":\"text\",\"body_truncated\":") < 0 ||
                 (m->cap_hit ? PUT_LIT(o, "true") : PUT_LIT(o, "false")) < 0 ||
                 PUT_LIT(o, ",\"content_encoding\":\"") < 0 ||
                 buf_put(o, coding_names[coding], (Py_ssize_t)strlen(coding_names[coding])) < 0 ||
@@ -679,9 +721,16 @@ put_body(Fast *f, Buf *o, const Msg *m)
             return 0;
         }
     }
-    if (n == 0 || (coding == 0 && plain_text(p, n))) {
-        if (PUT_LIT(o, "\"body\":") < 0 || put_str(o, p, n) < 0 ||
-            PUT_LIT(o, ",\"body_encoding\":\"text\",\"body_truncated\":") < 0 ||
+    int text = 1;
+    if (n == 0 || coding == 0) {
+        Py_ssize_t mark = o->len;
+        if (PUT_LIT(o, "\"body\":") < 0 || (text = put_text(o, p, n)) < 0)
+            return -1;
+        if (text == 1)
+            o->len = mark;
+    }
+    if (text == 0) {
+        if (PUT_LIT(o, ",\"body_encoding\":\"text\",\"body_truncated\":") < 0 ||
             (m->cap_hit ? PUT_LIT(o, "true") : PUT_LIT(o, "false")) < 0 ||
             PUT_LIT(o, ",\"content_encoding\":null") < 0)
             return -1;

@@ -453,3 +453,24 @@ def test_compressed_bodies(coding: str, body: bytes, cap: int) -> None:
         ("finish", 0, None, 1795704325.0),
     ]
     assert not assert_same(steps, cap).handed_over
+
+
+@SETTINGS
+@given(
+    text=st.text(alphabet=st.sampled_from(list('ab "\\\t\n')), min_size=0, max_size=60),
+    odd=st.sampled_from([0x00, 0x01, 0x08, 0x0B, 0x0E, 0x1F, 0x7F, 0x80, 0xC3, 0xFF]),
+    at=st.integers(0, 60),
+)
+def test_one_byte_that_is_not_plain_text_anywhere(text: str, odd: int, at: int) -> None:
+    """A body is written by the C path only when every byte is plain text; one other byte at
+    any place (inside or after a 16-byte block) leaves it to render_body (base64, UTF-8)."""
+    plain = text.encode()
+    at = min(at, len(plain))
+    for body in (plain, plain[:at] + bytes([odd]) + plain[at:], plain[:at] + "é".encode()):
+        resp = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        steps: list[Step] = [
+            ("feed", CLIENT, b"GET / HTTP/1.1\r\n\r\n", 1795704324.5),
+            ("feed", SERVER, resp, 1795704324.6),
+            ("finish", 0, None, 1795704325.0),
+        ]
+        assert_same(steps)
