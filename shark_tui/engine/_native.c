@@ -464,6 +464,7 @@ struct IgnoreSet {
     /* the connections of add_fast: */
     PyObject *sink;            /* sink(flow, events) for what their dissectors return */
     long long taken;           /* their records handled here */
+    long long looped;          /* records `take` handled (the caller's loop counted them) */
     int fast_stop;             /* a sweep fell in this batch: no more until the next arm */
 };
 
@@ -896,6 +897,85 @@ done:
     return result;
 }
 
+/* take(record, zone) -> bool: for one decoded record (capfile.Decoded) the caller's loop is
+ * about to hand the flow table, what the record loops would have done with it during the read
+ * had its connection been in the set then (a connection added in the middle of a batch): taken
+ * out (nobody dissects it here) or handled (a fast connection's plain segment): True; else
+ * False, and the table handles it. Counted in ``looped``, not in ``dropped``/``taken`` (the
+ * caller counted the record already). The caller's own clock decides its sweeps. */
+static PyObject *
+IgnoreSet_take(IgnoreSet *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyTuple_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "take(record, zone)");
+        return NULL;
+    }
+    PyObject *t = args[0];
+    if (self->live == 0 || PyTuple_GET_SIZE(t) != 10)
+        Py_RETURN_FALSE;
+    PyObject *src = PyTuple_GET_ITEM(t, 2), *dst = PyTuple_GET_ITEM(t, 4);
+    PyObject *payload = PyTuple_GET_ITEM(t, 9);
+    if (!PyBytes_Check(src) || !PyBytes_Check(dst) || !PyBytes_Check(payload))
+        Py_RETURN_FALSE;
+    Py_ssize_t alen = PyBytes_GET_SIZE(src);
+    if ((alen != 4 && alen != 16) || PyBytes_GET_SIZE(dst) != alen)
+        Py_RETURN_FALSE;
+    long long ts_ns = PyLong_AsLongLong(PyTuple_GET_ITEM(t, 0));
+    long sport = PyLong_AsLong(PyTuple_GET_ITEM(t, 3)), dport = PyLong_AsLong(PyTuple_GET_ITEM(t, 5));
+    unsigned long seq = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(t, 6));
+    unsigned long ack = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(t, 7));
+    long flags = PyLong_AsLong(PyTuple_GET_ITEM(t, 8)), zone = PyLong_AsLong(args[1]);
+    if (PyErr_Occurred())
+        return NULL;
+    const unsigned char *a = (const unsigned char *)PyBytes_AS_STRING(src);
+    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(dst);
+    unsigned char key[38], tcp[20] = {0};
+    ign_key(key, (int)zone, a, (int)sport, b, (int)dport, (int)alen);
+    ign_slot *slot = ign_find(self, key, 0);
+    if (slot == NULL)
+        Py_RETURN_FALSE;
+    if (slot->fast == NULL) { /* nobody dissects it here: as ign_judge, without the clock */
+        if (flags & 0x05 || ((flags & 0x02) && !(flags & 0x10))) {
+            ign_delete(self, slot);
+            Py_RETURN_FALSE;
+        }
+        if (flags & 0x02)
+            Py_RETURN_FALSE;
+        slot->last_ts = ts_ns;
+        self->looped++;
+        Py_RETURN_TRUE;
+    }
+    if ((flags & 0x17) != 0x10) {
+        ign_delete(self, slot);
+        Py_RETURN_FALSE;
+    }
+    tcp[0] = (unsigned char)(sport >> 8);
+    tcp[1] = (unsigned char)sport;
+    tcp[2] = (unsigned char)(dport >> 8);
+    tcp[3] = (unsigned char)dport;
+    for (int i = 0; i < 4; i++) {
+        tcp[4 + i] = (unsigned char)(seq >> (24 - 8 * i));
+        tcp[8 + i] = (unsigned char)(ack >> (24 - 8 * i));
+    }
+    tcp[13] = (unsigned char)flags;
+    seg_t g = {a, b, (int)alen, tcp, (const unsigned char *)PyBytes_AS_STRING(payload),
+               PyBytes_GET_SIZE(payload)};
+    int rc = fast_take(self, slot, (double)ts_ns / 1e9, &g);
+    if (rc < 0)
+        return NULL;
+    if (rc) {
+        self->taken--; /* (fast_take counted it as read by the loops) */
+        self->looped++;
+    }
+    return PyBool_FromLong(rc);
+}
+
+static PyObject *
+IgnoreSet_looped(IgnoreSet *self, void *closure)
+{
+    return PyLong_FromLongLong(self->looped);
+}
+
 /* set_sink(sink): sink(flow, events) gets what the fast connections' dissectors return (None:
  * forget it, which ends the reference cycle through the table). */
 static PyObject *
@@ -995,6 +1075,8 @@ static PyMethodDef IgnoreSet_methods[] = {
      "arm(zones, next_sweep, interval): the next read may take records out"},
     {"add_fast", (PyCFunction)IgnoreSet_add_fast, METH_O,
      "add_fast(flow): its in-order segments go straight to its dissector"},
+    {"take", (PyCFunction)(void (*)(void))IgnoreSet_take, METH_FASTCALL,
+     "take(record, zone) -> bool: the record handled as the loops would (see the source)"},
     {"set_sink", (PyCFunction)IgnoreSet_set_sink, METH_O,
      "set_sink(sink): where the fast connections' events go"},
     {NULL, NULL, 0, NULL},
@@ -1003,6 +1085,7 @@ static PyMethodDef IgnoreSet_methods[] = {
 static PyGetSetDef IgnoreSet_getset[] = {
     {"dropped", (getter)IgnoreSet_dropped, NULL, "records taken out so far", NULL},
     {"taken", (getter)IgnoreSet_taken, NULL, "records of fast connections handled so far", NULL},
+    {"looped", (getter)IgnoreSet_looped, NULL, "records `take` handled so far", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -417,6 +417,9 @@ class Dissection:
         segment = self.table.segment
         table = self.table
         ignored = table.ignored
+        # A connection the table puts in the set in the middle of a batch: the set handles its
+        # next records of that batch too, as the record loops will from the next one on.
+        take = ignored.take if ignored is not None and table.fast else None
         zones: list[int] = []
         next_sweep: float | None = None
         recheck = HOLD_RECHECK
@@ -436,7 +439,8 @@ class Dissection:
                 if iface >= len(zones):  # an interface described since (pcapng, mid-file)
                     zones = _zones(interfaces)
                 ts = ts_ns / 1e9
-                segment(ts, src, sport, dst, dport, seq, ack, flags, payload, zones[iface])
+                if take is None or len(item) == 4 or not take(item, zones[iface]):
+                    segment(ts, src, sport, dst, dport, seq, ack, flags, payload, zones[iface])
                 if next_sweep is None:
                     next_sweep = ts + SWEEP_INTERVAL
                     self._adopt_names(source)
@@ -455,7 +459,7 @@ class Dissection:
                 self._clock = ts
         if ignored is not None:  # what the ignore set took out or handled was read too
             count += ignored.dropped + ignored.taken
-            table.stats["segments"] += ignored.dropped + ignored.taken
+            table.stats["segments"] += ignored.dropped + ignored.taken + ignored.looped
         self.stats["packets"] += count
         table.finish()
         self._release(None)
