@@ -1368,25 +1368,24 @@ handover(Fast *f, PyObject *out)
     return 0;
 }
 
+/* The operation kept for a hand-over: 0; on error, ``out`` dropped and -1. */
 static int
-log_push(Fast *f, int op, int dir, PyObject *data, Py_ssize_t size, double ts)
+log_op(Fast *f, const LogOp *op, PyObject *out)
 {
     if (f->n_log == f->log_cap) {
         int cap = f->log_cap ? f->log_cap * 2 : 8;
         LogOp *l = PyMem_Realloc(f->log, sizeof(LogOp) * (size_t)cap);
         if (l == NULL) {
             PyErr_NoMemory();
+            Py_DECREF(out);
             return -1;
         }
         f->log = l;
         f->log_cap = cap;
     }
     LogOp *o = &f->log[f->n_log++];
-    o->op = op;
-    o->dir = dir;
-    o->data = Py_XNewRef(data);
-    o->size = size;
-    o->ts = ts;
+    *o = *op;
+    Py_XINCREF(o->data);
     return 0;
 }
 
@@ -1434,6 +1433,16 @@ forward(Fast *f, const LogOp *op, PyObject *out)
     return r;
 }
 
+/* What every operation starts with: the list for its events, and once the Python dissector
+ * has the connection, the operation forwarded to it (*forwarded set). NULL on error. */
+static PyObject *
+start_op(Fast *f, const LogOp *op, int *forwarded)
+{
+    PyObject *out = PyList_New(0);
+    *forwarded = out != NULL && f->py != NULL;
+    return *forwarded ? forward(f, op, out) : out;
+}
+
 /* -- the dissector interface ------------------------------------------------------------- */
 
 static PyObject *
@@ -1448,11 +1457,10 @@ Fast_feed(Fast *f, PyObject *const *args, Py_ssize_t nargs)
     if (PyErr_Occurred())
         return NULL;
     LogOp op = {OP_FEED, dir, args[1], 0, ts};
-    PyObject *out = PyList_New(0);
-    if (out == NULL)
-        return NULL;
-    if (f->py)
-        return forward(f, &op, out);
+    int forwarded;
+    PyObject *out = start_op(f, &op, &forwarded);
+    if (out == NULL || forwarded)
+        return out;
     Py_buffer view;
     if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0) {
         Py_DECREF(out);
@@ -1470,9 +1478,8 @@ Fast_feed(Fast *f, PyObject *const *args, Py_ssize_t nargs)
         }
         return forward(f, &op, out);
     }
-    if (log_push(f, OP_FEED, dir, args[1], 0, ts) < 0) {
+    if (log_op(f, &op, out) < 0) {
         PyBuffer_Release(&view);
-        Py_DECREF(out);
         return NULL;
     }
     f->log_bytes += view.len;
@@ -1533,17 +1540,12 @@ Fast_gap(Fast *f, PyObject *args)
     if (!PyArg_ParseTuple(args, "ind", &dir, &size, &ts))
         return NULL;
     LogOp op = {OP_GAP, dir, NULL, size, ts};
-    PyObject *out = PyList_New(0);
-    if (out == NULL)
-        return NULL;
-    if (f->py)
-        return forward(f, &op, out);
-    if ((dir != 0 && dir != 1) || size <= 0)
+    int forwarded;
+    PyObject *out = start_op(f, &op, &forwarded);
+    if (out == NULL || forwarded || (dir != 0 && dir != 1) || size <= 0)
         return out;
-    if (log_push(f, OP_GAP, dir, NULL, size, ts) < 0) {
-        Py_DECREF(out);
+    if (log_op(f, &op, out) < 0)
         return NULL;
-    }
     return settle(f, HANDOVER, out);
 }
 
@@ -1568,17 +1570,12 @@ Fast_close(Fast *f, PyObject *args)
     if (!PyArg_ParseTuple(args, "id", &dir, &ts))
         return NULL;
     LogOp op = {OP_CLOSE, dir, NULL, 0, ts};
-    PyObject *out = PyList_New(0);
-    if (out == NULL)
-        return NULL;
-    if (f->py)
-        return forward(f, &op, out);
-    if (dir != 0 && dir != 1)
+    int forwarded;
+    PyObject *out = start_op(f, &op, &forwarded);
+    if (out == NULL || forwarded || (dir != 0 && dir != 1))
         return out;
-    if (log_push(f, OP_CLOSE, dir, NULL, 0, ts) < 0) {
-        Py_DECREF(out);
+    if (log_op(f, &op, out) < 0)
         return NULL;
-    }
     Side *s = &f->sides[dir];
     int rc = (s->state == S_CLOSE_BODY || (s->msg == NULL && !s->buf.len))
                  ? close_side(f, dir, out)
@@ -1593,15 +1590,12 @@ Fast_finish(Fast *f, PyObject *args)
     if (!PyArg_ParseTuple(args, "d", &ts))
         return NULL;
     LogOp op = {OP_FINISH, 0, NULL, 0, ts};
-    PyObject *out = PyList_New(0);
-    if (out == NULL)
+    int forwarded;
+    PyObject *out = start_op(f, &op, &forwarded);
+    if (out == NULL || forwarded)
+        return out;
+    if (log_op(f, &op, out) < 0)
         return NULL;
-    if (f->py)
-        return forward(f, &op, out);
-    if (log_push(f, OP_FINISH, 0, NULL, 0, ts) < 0) {
-        Py_DECREF(out);
-        return NULL;
-    }
     /* Ours only when closing the server's direction leaves nothing pending. */
     Side *c = &f->sides[0], *sv = &f->sides[1];
     int rc = HANDOVER;
@@ -1622,17 +1616,12 @@ Fast_expire(Fast *f, PyObject *args)
     if (!PyArg_ParseTuple(args, "d", &now))
         return NULL;
     LogOp op = {OP_EXPIRE, 0, NULL, 0, now};
-    PyObject *out = PyList_New(0);
-    if (out == NULL)
-        return NULL;
-    if (f->py)
-        return forward(f, &op, out);
-    if (!f->n_queue || !(f->queue[0]->req->ts < now - pending_timeout))
+    int forwarded;
+    PyObject *out = start_op(f, &op, &forwarded);
+    if (out == NULL || forwarded || !f->n_queue || !(f->queue[0]->req->ts < now - pending_timeout))
         return out;
-    if (log_push(f, OP_EXPIRE, 0, NULL, 0, now) < 0) {
-        Py_DECREF(out);
+    if (log_op(f, &op, out) < 0)
         return NULL;
-    }
     return settle(f, HANDOVER, out);
 }
 

@@ -604,14 +604,13 @@ ign_parse(PyObject *args, unsigned char *key)
     return ok;
 }
 
-static PyObject *
-IgnoreSet_add(IgnoreSet *self, PyObject *args)
+/* Put ``key`` in the set, as a connection nobody dissects here (``fast`` NULL) or a fast one
+ * (which the set then owns): 0, or -1 on error (``fast`` not taken). */
+static int
+ign_put(IgnoreSet *self, const unsigned char *key, fast_flow *fast)
 {
-    unsigned char key[38];
-    if (!ign_parse(args, key))
-        return NULL;
     if ((self->filled + 1) * 4 > self->cap * 3 && ign_grow(self) < 0)
-        return NULL;
+        return -1;
     ign_slot *s = ign_find(self, key, 1);
     if (s->state != 1) {
         if (s->state == 0)
@@ -621,8 +620,17 @@ IgnoreSet_add(IgnoreSet *self, PyObject *args)
         self->live++;
     }
     fast_free(s->fast);
-    s->fast = NULL;
+    s->fast = fast;
     s->last_ts = 0;
+    return 0;
+}
+
+static PyObject *
+IgnoreSet_add(IgnoreSet *self, PyObject *args)
+{
+    unsigned char key[38];
+    if (!ign_parse(args, key) || ign_put(self, key, NULL) < 0)
+        return NULL;
     Py_RETURN_NONE;
 }
 
@@ -874,19 +882,8 @@ IgnoreSet_add_fast(IgnoreSet *self, PyObject *flow)
     f->side0_port = (int)PyLong_AsLong(PyTuple_GET_ITEM(addr, 1));
     if (PyErr_Occurred())
         goto done;
-    if ((self->filled + 1) * 4 > self->cap * 3 && ign_grow(self) < 0)
+    if (ign_put(self, key, f) < 0)
         goto done;
-    ign_slot *s = ign_find(self, key, 1);
-    if (s->state != 1) {
-        if (s->state == 0)
-            self->filled++;
-        memcpy(s->key, key, 38);
-        s->state = 1;
-        self->live++;
-    }
-    fast_free(s->fast);
-    s->fast = f;
-    s->last_ts = 0;
     f = NULL;
     result = Py_NewRef(Py_None);
 done:
