@@ -42,9 +42,13 @@ ENCODE = msgspec.json.Encoder().encode
 Step = tuple[str, int, Any, float]
 
 
-def _flow() -> Flow:
-    flow = Flow(7, (bytes([10, 0, 0, 1]), 40000, bytes([10, 0, 0, 2]), 80), 1.0)
-    flow.client = 0
+_V4 = (bytes([10, 0, 0, 1]), 40000, bytes([10, 0, 0, 2]), 80)
+_V6 = (bytes(15) + b"\x01", 40000, bytes.fromhex("fd00000000000000000000000000beef"), 8080)
+
+
+def _flow(addr: tuple[bytes, int, bytes, int] = _V4, client: int = 0) -> Flow:
+    flow = Flow(7, addr, 1.0)
+    flow.client = client
     return flow
 
 
@@ -61,9 +65,11 @@ def _call(d: Any, step: Step) -> list[Any]:
     return d.expire(ts)  # type: ignore[no-any-return]
 
 
-def reference(steps: list[Step], cap: int) -> tuple[list[bytes], Counter[str], list[Any]]:
+def reference(
+    steps: list[Step], cap: int, flow: Flow | None = None
+) -> tuple[list[bytes], Counter[str], list[Any]]:
     """The lines the Python dissector's exchanges make, and its other events."""
-    flow, builder = _flow(), EntryBuilder()
+    flow, builder = flow or _flow(), EntryBuilder()
     d = HttpDissector(body_cap=cap)
     lines: list[bytes] = []
     other: Counter[str] = Counter()
@@ -79,10 +85,10 @@ def reference(steps: list[Step], cap: int) -> tuple[list[bytes], Counter[str], l
 
 
 def fast(
-    steps: list[Step], cap: int
+    steps: list[Step], cap: int, flow: Flow | None = None
 ) -> tuple[list[bytes], Counter[str], list[Any], _http1entries.Http1Entries]:
     """The same through the C path: its own lines, and the Python dissector's after a hand-over."""
-    flow, builder = _flow(), EntryBuilder()
+    flow, builder = flow or _flow(), EntryBuilder()
     d = Dissection(lambda item: None, body_cap=cap)
     d.json_lines = True
     d.render = lambda entry, out: None
@@ -291,6 +297,16 @@ def _keepalive(n: int, body: bytes = b'{"ok":true}') -> list[Step]:
 def test_plain_keepalive_stays_in_c() -> None:
     c = assert_same(_keepalive(5))
     assert not c.handed_over
+
+
+@pytest.mark.parametrize("addr", [_V4, _V6])
+@pytest.mark.parametrize("client", [0, 1])
+def test_endpoints_as_msgspec_writes_them(addr: tuple[bytes, int, bytes, int], client: int) -> None:
+    """The endpoints part of the line, made without msgspec per connection, is msgspec's."""
+    steps = _keepalive(2)
+    want = reference(steps, 65536, _flow(addr, client))[0]
+    got, _, _, c = fast(steps, 65536, _flow(addr, client))
+    assert got == want and len(got) == 2 and not c.handed_over
 
 
 @pytest.mark.parametrize("size", [16_000, 70_000])
