@@ -18,7 +18,11 @@ def test_small_query_bench_agrees() -> None:
     assert bench_query.main(["--small"]) == 0
     res = json.loads((mkcapture.OUT_DIR / "query-results-small.json").read_text())
     assert res["entries"] > 1000
-    assert all(s["agrees"] and s["matched"] == bench_query.SCREEN for s in res["screens"].values()
-               if s["matched"])  # fmt: skip
+    screens = res["screens"].values()
+    # `agrees`: the screen's ids, in order, are the newest matching entries of the full list —
+    # a whole screen, or all of them when fewer match (how many entries of the recorded traffic
+    # took over 5 ms, say, varies from run to run: 90 in one CI run)
+    assert all(s["agrees"] for s in screens)
+    assert sum(s["matched"] == bench_query.SCREEN for s in screens) >= len(screens) - 2
     assert res["get_entry_ms"]["n"] == 100
     assert res["export"]["same_connections_as_tcpdump"]
